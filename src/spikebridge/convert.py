@@ -1,0 +1,339 @@
+"""ANN → SNN conversion as a torch.fx graph rewrite (design.md "convert").
+
+Three explicit passes over one traced graph, in the spirit of PyTorch's FX quantization:
+
+1. **fold** — every eval-mode BatchNorm directly after a conv/linear layer is folded into it
+   (methods.md §7.5, with ε); a BatchNorm anywhere else stays as a per-step affine map.
+2. **check** — every node must be linear/affine in its input (conv, linear, average pooling,
+   flatten, reshapes, residual adds, scaling by a constant) or an activation we can map; any
+   other layer or call raises :class:`UnsupportedLayerError` naming it and what to do. Dropout
+   is removed (inactive at inference). Nothing is silently passed through.
+3. **replace** — each activation (``QCFS``, ``ClippedReLU``, ``nn.ReLU``/``ReLU6`` modules, and
+   ``F.relu``/``torch.relu``/``x.relu()`` call sites) becomes the IF neuron the method recipe
+   builds (:mod:`spikebridge.methods`). Module activations keep their qualified names
+   (``features.2`` stays ``features.2``), so ANN and SNN layers line up for analysis.
+"""
+
+from __future__ import annotations
+
+import copy
+import operator
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+from .activations import QCFS, ClippedReLU
+from .batchnorm_folding import FOLDABLE, fold_batchnorm
+from .methods import ActivationSite, ConversionMethod, get_method
+from .network import SpikingNetwork
+from .neurons import IFNeuron
+
+__all__ = ["UnsupportedLayerError", "convert", "find_activation_sites", "trace"]
+
+
+class UnsupportedLayerError(ValueError):
+    """A layer or operation has no spiking counterpart in this converter."""
+
+
+_BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+_LINEAR_MODULES = (
+    *FOLDABLE,
+    *_BATCHNORMS,
+    nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
+    nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d,
+    nn.Flatten, nn.Unflatten, nn.Identity,
+)
+_DROPOUT_MODULES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout)
+_MAXPOOL_MODULES = (
+    nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,
+    nn.AdaptiveMaxPool3d,
+)
+_ACTIVATION_MODULES = (QCFS, ClippedReLU, nn.ReLU, nn.ReLU6, nn.Hardtanh)
+_OTHER_ACTIVATIONS = (
+    nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.CELU,
+    nn.Softplus, nn.Mish, nn.Hardswish, nn.Hardsigmoid, nn.Softmax, nn.LogSoftmax, nn.RReLU,
+)
+
+_RELU_FUNCTIONS = {F.relu, torch.relu, torch.relu_, F.relu_}
+_RELU6_FUNCTIONS = {F.relu6}
+_LINEAR_FUNCTIONS = {
+    operator.add, operator.iadd, torch.add, torch.flatten, torch.cat, torch.reshape,
+    operator.getitem, getattr, F.avg_pool1d, F.avg_pool2d, F.avg_pool3d,
+    F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d,
+}
+_SCALING_FUNCTIONS = {operator.mul, operator.truediv, torch.mul}
+_DROPOUT_FUNCTIONS = {F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout}
+_MAXPOOL_FUNCTIONS = {
+    F.max_pool1d, F.max_pool2d, F.max_pool3d, F.adaptive_max_pool1d, F.adaptive_max_pool2d,
+    F.adaptive_max_pool3d, torch.max_pool1d, torch.max_pool2d,
+}
+_LINEAR_METHODS = {"view", "reshape", "flatten", "size", "contiguous", "add", "add_", "dim"}
+
+_MAXPOOL_HINT = (
+    "max-pooling has no exact spiking counterpart; build the ANN with average pooling "
+    "(nn.AvgPool2d) and train it that way (methods.md §2.6)"
+)
+_ACTIVATION_HINT = (
+    "only ReLU-family activations map to IF neurons; train the ANN with "
+    "spikebridge.activations.QCFS (or ReLU / ClippedReLU) instead"
+)
+
+
+class _Tracer(fx.Tracer):
+    """Keeps our activations (and every torch.nn layer) as leaves of the traced graph."""
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        if isinstance(m, (QCFS, ClippedReLU)):
+            return True
+        return super().is_leaf_module(m, qualname)
+
+
+def trace(model: nn.Module) -> fx.GraphModule:
+    """Symbolically trace ``model`` (in eval mode) into a GraphModule, with a clear error."""
+    try:
+        graph = _Tracer().trace(model)
+    except Exception as exc:  # fx raises many types (TraceError, TypeError, ...)
+        raise UnsupportedLayerError(
+            f"could not trace {type(model).__name__} with torch.fx: {exc}. The converter needs "
+            "a model without data-dependent Python control flow in forward()."
+        ) from exc
+    return fx.GraphModule(model, graph, model.__class__.__name__)
+
+
+def _set_module(root: nn.Module, qualname: str, module: nn.Module) -> None:
+    parent_name, _, child = qualname.rpartition(".")
+    parent = root.get_submodule(parent_name) if parent_name else root
+    setattr(parent, child, module)
+
+
+def _where(node: fx.Node) -> str:
+    """Human-readable location of a node: the module it came from, if fx recorded it."""
+    stack = node.meta.get("nn_module_stack")
+    if stack:
+        path = list(stack.values())[-1]
+        name = path[0] if isinstance(path, tuple) else path
+        return f" (inside module {name!r})"
+    return ""
+
+
+def _fold_batchnorms(gm: fx.GraphModule) -> None:
+    """Pass 1: fold BatchNorm into a directly preceding conv/linear with a single user."""
+    for node in list(gm.graph.nodes):
+        if node.op != "call_module" or not isinstance(gm.get_submodule(node.target), _BATCHNORMS):
+            continue
+        producer = node.args[0]
+        if (
+            isinstance(producer, fx.Node)
+            and producer.op == "call_module"
+            and isinstance(gm.get_submodule(producer.target), FOLDABLE)
+            and len(producer.users) == 1
+        ):
+            layer = gm.get_submodule(producer.target)
+            _set_module(gm, producer.target, fold_batchnorm(layer, gm.get_submodule(node.target)))
+            node.replace_all_uses_with(producer)
+            gm.graph.erase_node(node)
+
+
+def _module_site(name: str, module: nn.Module) -> ActivationSite | None:
+    if isinstance(module, QCFS):
+        return ActivationSite(name, "qcfs", float(module.theta.detach()), module.shift, module.levels, module)
+    if isinstance(module, ClippedReLU):
+        return ActivationSite(name, "clipped_relu", float(module.theta.detach()), module=module)
+    if isinstance(module, nn.ReLU6):
+        return ActivationSite(name, "clipped_relu", 6.0, module=module)
+    if isinstance(module, nn.Hardtanh):
+        if module.min_val != 0.0:
+            raise UnsupportedLayerError(
+                f"layer {name!r} is Hardtanh(min_val={module.min_val}); only min_val=0 (a clipped "
+                "ReLU) maps to an IF neuron"
+            )
+        return ActivationSite(name, "clipped_relu", float(module.max_val), module=module)
+    if isinstance(module, nn.ReLU):
+        return ActivationSite(name, "relu", None, module=module)
+    return None
+
+
+def _check_scaling(node: fx.Node) -> None:
+    numbers = [a for a in node.args if isinstance(a, (int, float))]
+    tensors = [a for a in node.args if isinstance(a, fx.Node)]
+    if node.target is operator.truediv and not isinstance(node.args[1], (int, float)):
+        numbers = []
+    if len(tensors) != 1 or not numbers:
+        raise UnsupportedLayerError(
+            f"operation {node.format_node()}{_where(node)} multiplies two signals; only scaling "
+            "by a constant is linear and survives conversion"
+        )
+
+
+def _check_flatten_dim(node: fx.Node, start_dim: Any) -> None:
+    if start_dim == 0:
+        raise UnsupportedLayerError(
+            f"{node.format_node()}{_where(node)} flattens the batch dimension; the simulator folds "
+            "time into the batch, so flatten from dim 1 (torch.flatten(x, 1))"
+        )
+
+
+def _check_module(name: str, module: nn.Module) -> None:
+    if isinstance(module, _MAXPOOL_MODULES):
+        raise UnsupportedLayerError(f"layer {name!r} ({type(module).__name__}): {_MAXPOOL_HINT}")
+    if isinstance(module, _OTHER_ACTIVATIONS):
+        raise UnsupportedLayerError(
+            f"layer {name!r} ({type(module).__name__}) is an activation with no spiking "
+            f"counterpart: {_ACTIVATION_HINT}"
+        )
+    if not isinstance(module, _LINEAR_MODULES):
+        raise UnsupportedLayerError(
+            f"layer {name!r} ({type(module).__name__}) is not supported by the converter. "
+            "Supported: Conv1d/2d/3d, Linear, BatchNorm, AvgPool / AdaptiveAvgPool, Flatten, "
+            "Identity, Dropout (removed), residual adds, and QCFS / ClippedReLU / ReLU / ReLU6 "
+            "activations. Rewrite the layer from these, or register a handler."
+        )
+    if isinstance(module, nn.Flatten):
+        _check_flatten_dim_module(name, module)
+
+
+def _check_flatten_dim_module(name: str, module: nn.Flatten) -> None:
+    if module.start_dim == 0:
+        raise UnsupportedLayerError(
+            f"layer {name!r} is Flatten(start_dim=0), which flattens the batch dimension; the "
+            "simulator folds time into the batch, so use start_dim=1"
+        )
+
+
+def _function_site(node: fx.Node) -> ActivationSite | None:
+    """Activation site for a functional call, ``None`` if the call is linear, else raise."""
+    if node.op == "call_method":
+        if node.target == "relu":
+            return ActivationSite(node.name, "relu", None)
+        if node.target == "flatten":
+            _check_flatten_dim(node, node.args[1] if len(node.args) > 1 else
+                               node.kwargs.get("start_dim", 0))
+        if node.target in _LINEAR_METHODS:
+            return None
+        raise UnsupportedLayerError(
+            f"tensor method .{node.target}() at {node.format_node()}{_where(node)} is not "
+            f"supported by the converter (supported: {', '.join(sorted(_LINEAR_METHODS))}, relu)"
+        )
+    fn = node.target
+    if fn in _RELU_FUNCTIONS:
+        return ActivationSite(node.name, "relu", None)
+    if fn in _RELU6_FUNCTIONS:
+        return ActivationSite(node.name, "clipped_relu", 6.0)
+    if fn in _MAXPOOL_FUNCTIONS:
+        raise UnsupportedLayerError(f"call {node.format_node()}{_where(node)}: {_MAXPOOL_HINT}")
+    if fn in _SCALING_FUNCTIONS:
+        _check_scaling(node)
+        return None
+    if fn is torch.flatten:
+        _check_flatten_dim(node, node.args[1] if len(node.args) > 1 else
+                           node.kwargs.get("start_dim", 0))
+    if fn in _LINEAR_FUNCTIONS:
+        return None
+    name = getattr(fn, "__name__", repr(fn))
+    raise UnsupportedLayerError(
+        f"function {name} at {node.format_node()}{_where(node)} is not supported by the "
+        f"converter: only linear operations (conv, linear, average pooling, flatten, reshapes, "
+        f"adds, scaling by constants) and ReLU-family activations can be converted. "
+        f"{_ACTIVATION_HINT if 'relu' not in name.lower() else ''}".rstrip()
+    )
+
+
+def find_activation_sites(gm: fx.GraphModule) -> list[tuple[fx.Node, ActivationSite]]:
+    """Pass 2: check every node and list the activation sites in forward (topological) order."""
+    sites: list[tuple[fx.Node, ActivationSite]] = []
+    for node in list(gm.graph.nodes):
+        if node.op == "call_module":
+            module = gm.get_submodule(node.target)
+            if isinstance(module, _DROPOUT_MODULES):
+                node.replace_all_uses_with(node.args[0])
+                gm.graph.erase_node(node)
+                continue
+            site = _module_site(node.target, module)
+            if site is None:
+                _check_module(node.target, module)
+            else:
+                sites.append((node, site))
+        elif node.op in ("call_function", "call_method"):
+            if node.op == "call_function" and node.target in _DROPOUT_FUNCTIONS:
+                node.replace_all_uses_with(node.args[0])
+                gm.graph.erase_node(node)
+                continue
+            site = _function_site(node)
+            if site is not None:
+                sites.append((node, site))
+    return sites
+
+
+def _resolve_threshold(
+    site: ActivationSite, thresholds: float | Mapping[str, float] | None
+) -> ActivationSite:
+    if isinstance(thresholds, Mapping):
+        if site.name in thresholds:
+            return ActivationSite(site.name, site.kind, float(thresholds[site.name]), site.shift,
+                                  site.levels, site.module)
+    elif thresholds is not None and site.threshold is None:
+        return ActivationSite(site.name, site.kind, float(thresholds), site.shift, site.levels,
+                              site.module)
+    return site
+
+
+def convert(
+    model: nn.Module,
+    method: str | ConversionMethod = "qcfs",
+    *,
+    thresholds: float | Mapping[str, float] | None = None,
+    **method_params: Any,
+) -> SpikingNetwork:
+    """Convert a trained ANN into a spiking network (methods.md §2–§4).
+
+    ``method``: ``"qcfs"`` (§3.3) or ``"cos"`` (§4; parameters ``rho``, ``iterations``,
+    ``variant``, ``epsilon``), or a :class:`~spikebridge.methods.ConversionMethod`.
+    ``thresholds``: θ for activations without a trained threshold (plain ReLUs): one float for
+    all of them, or ``{site name: θ}`` (which also overrides trained thresholds).
+
+    The ANN is not modified. The result is an ``nn.Module``; run it with
+    :func:`spikebridge.simulate` / :func:`spikebridge.evaluate`.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"convert() needs a torch.nn.Module, got {type(model).__name__}")
+    recipe = get_method(method, **method_params)
+    ann = copy.deepcopy(model).eval()
+    gm = trace(ann)
+    _fold_batchnorms(gm)
+    sites = find_activation_sites(gm)
+    if not sites:
+        raise UnsupportedLayerError(
+            f"{type(model).__name__} has no activation layers, so there is nothing to turn into "
+            "IF neurons (expected QCFS / ClippedReLU / ReLU activations)"
+        )
+    if isinstance(thresholds, Mapping):
+        unknown = sorted(set(thresholds) - {site.name for _, site in sites})
+        if unknown:
+            raise ValueError(
+                f"thresholds given for unknown activation(s) {unknown}; the model's activation "
+                f"sites are {[site.name for _, site in sites]}"
+            )
+    sources: dict[str, str] = {}
+    for node, site in sites:
+        neuron: IFNeuron = recipe.neuron(_resolve_threshold(site, thresholds))
+        if node.op == "call_module":
+            _set_module(gm, node.target, neuron)
+            sources[node.target] = site.name
+            continue
+        name = site.name
+        while hasattr(gm, name):
+            name += "_if"
+        gm.add_submodule(name, neuron)
+        with gm.graph.inserting_after(node):
+            new_node = gm.graph.call_module(name, (node.args[0],))
+        node.replace_all_uses_with(new_node)
+        gm.graph.erase_node(node)
+        sources[name] = site.name
+    gm.graph.eliminate_dead_code()
+    gm.delete_all_unused_submodules()
+    gm.graph.lint()
+    gm.recompile()
+    return SpikingNetwork(gm, recipe, sources)

@@ -1,0 +1,107 @@
+"""Reproducible in-memory mini-batch iteration over an :class:`ImageDataset`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+from spikebridge.data.datasets import ImageDataset
+from spikebridge.data.transforms import normalize, random_crop, random_horizontal_flip, to_float
+
+__all__ = ["BatchLoader"]
+
+
+class BatchLoader:
+    """Iterate over an in-memory dataset in mini-batches ``(x, y)``.
+
+    ``x`` is float32 ``[B, C, H, W]``, scaled to ``[0, 1]`` and normalised with the dataset's
+    ``mean``/``std``; ``y`` is int64 ``[B]``. Batches are produced on the CPU.
+
+    Randomness (shuffling and augmentation) comes from a generator seeded from ``(seed, epoch)``.
+    Every call of ``iter()`` uses the current epoch and then advances it by one, so successive
+    epochs differ while a rerun with the same seed repeats them exactly; :meth:`set_epoch` sets
+    the epoch the next ``iter()`` uses (e.g. when resuming a training run).
+
+    Args:
+        dataset: the dataset to iterate over.
+        batch_size: samples per batch (>= 1).
+        shuffle: visit the samples in a fresh random order every epoch.
+        augment: apply random crop (zero padding ``crop_padding``) and, if ``hflip``, random
+            horizontal flip (p = 0.5) before normalising. Off for evaluation.
+        seed: base seed of the per-epoch generator.
+        drop_last: drop the final batch if it is smaller than ``batch_size``.
+        crop_padding: padding of the random crop (0 disables the crop).
+        hflip: include the random horizontal flip in the augmentation.
+    """
+
+    def __init__(
+        self,
+        dataset: ImageDataset,
+        batch_size: int,
+        shuffle: bool = False,
+        augment: bool = False,
+        seed: int = 0,
+        drop_last: bool = False,
+        crop_padding: int = 2,
+        hflip: bool = True,
+    ) -> None:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        if crop_padding < 0:
+            raise ValueError(f"crop_padding must be >= 0, got {crop_padding}")
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.augment = augment
+        self.seed = int(seed)
+        self.drop_last = drop_last
+        self.crop_padding = int(crop_padding)
+        self.hflip = hflip
+        self._epoch = 0
+
+    @property
+    def epoch(self) -> int:
+        """The epoch the next ``iter()`` will use."""
+        return self._epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        """Make the next ``iter()`` reproduce epoch ``epoch`` (shuffle order and augmentation)."""
+        if epoch < 0:
+            raise ValueError(f"epoch must be >= 0, got {epoch}")
+        self._epoch = int(epoch)
+
+    def __len__(self) -> int:
+        n = len(self.dataset)
+        if self.drop_last:
+            return n // self.batch_size
+        return -(-n // self.batch_size)
+
+    def _generator(self, epoch: int) -> torch.Generator:
+        # Mix (seed, epoch) through SeedSequence so nearby pairs give unrelated streams.
+        state = np.random.SeedSequence([self.seed % 2**64, epoch]).generate_state(1, np.uint64)
+        return torch.Generator().manual_seed(int(state[0]))
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        epoch = self._epoch
+        self._epoch += 1
+        return self._batches(epoch)
+
+    def _batches(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        generator = self._generator(epoch)
+        n = len(self.dataset)
+        if self.shuffle:
+            order = torch.randperm(n, generator=generator)
+        else:
+            order = torch.arange(n)
+        images, labels = self.dataset.images, self.dataset.labels
+        mean, std = self.dataset.mean, self.dataset.std
+        for b in range(len(self)):
+            index = order[b * self.batch_size : (b + 1) * self.batch_size]
+            x = to_float(images[index])
+            if self.augment:
+                x = random_crop(x, self.crop_padding, generator)
+                if self.hflip:
+                    x = random_horizontal_flip(x, generator)
+            yield normalize(x, mean, std), labels[index]

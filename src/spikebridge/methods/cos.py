@@ -1,0 +1,176 @@
+r"""COS: calibrating offset spikes (Hao et al., ICLR 2023; methods.md §4).
+
+Per sample and per neuron, each IF layer (in forward order, fed by the *calibrated* output of
+the layer before) is pre-simulated for ρ steps from :math:`v(0) = \theta/2`. The residual
+potential tells the sign of the offset (Theorem 1, §4.2); the initial potential is then shifted
+by the distance of Theorem 2 (§4.4), which provably removes or adds exactly one spike in those
+ρ frames; stage 2 replays the same frames from the shifted start for the T inference steps.
+
+The shift rules are pure functions (:func:`offset_sign`, :func:`down_shift`, :func:`up_shift`)
+so the theorems can be property-tested on their own.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ..neurons import IFNeuron, integrate_and_fire
+from .base import ActivationSite, ConversionMethod, require_threshold
+
+__all__ = [
+    "COSMethod",
+    "OffsetSpikeCalibration",
+    "down_shift",
+    "offset_sign",
+    "up_shift",
+]
+
+VARIANTS = ("shift", "lightweight")
+
+
+def offset_sign(
+    v_final: torch.Tensor, count: torch.Tensor, steps: int, threshold: float
+) -> torch.Tensor:
+    r"""Sign of the offset spike from the residual potential (Theorem 1, methods.md §4.2).
+
+    * :math:`-1` (too many spikes) if :math:`N \ge 1` and :math:`v(T) < 0`;
+    * :math:`+1` (too few spikes) if :math:`N < T` and :math:`v(T) \ge \theta`;
+    * :math:`0` otherwise (no offset detectable).
+    """
+    too_many = (count >= 1) & (v_final < 0)
+    too_few = (count < steps) & (v_final >= threshold)
+    return too_few.to(torch.int8) - too_many.to(torch.int8)
+
+
+def down_shift(fired_min: torch.Tensor, threshold: float, epsilon: float) -> torch.Tensor:
+    r"""Distance to lower :math:`v(0)` by to remove exactly one spike (Theorem 2(i), §4.4).
+
+    :math:`d_\downarrow = \max\{\theta,\ m^\downarrow - \theta + \varepsilon\}`,
+    :math:`m^\downarrow` = lowest potential at a firing step, :math:`\varepsilon\in(0,\theta]`.
+    """
+    return torch.clamp(fired_min - threshold + epsilon, min=threshold)
+
+
+def up_shift(silent_max: torch.Tensor, threshold: float, epsilon: float) -> torch.Tensor:
+    r"""Distance to raise :math:`v(0)` by to add exactly one spike (Theorem 2(ii), §4.4).
+
+    :math:`d_\uparrow = \max\{\theta,\ \theta - m^\uparrow + \varepsilon\}`,
+    :math:`m^\uparrow` = highest potential at a silent step, :math:`\varepsilon\in(0,\theta)`.
+    """
+    return torch.clamp(threshold - silent_max + epsilon, min=threshold)
+
+
+@dataclass(frozen=True)
+class OffsetSpikeCalibration:
+    r"""The per-neuron, per-sample initial-potential rule of COS (methods.md §4.5–4.7).
+
+    ``rho``: pre-simulation steps ρ; ``iterations``: how many ±1 corrections a neuron may get
+    (§4.6; 0 disables calibration); ``variant``: ``"shift"`` (Theorems 1–2) or
+    ``"lightweight"`` (§4.7: start stage 2 from :math:`v(\rho)`); ``epsilon``: ε as a fraction
+    of θ (default :math:`10^{-3}`, the reference code's value).
+
+    Iteration :math:`k` (§4.6) lowers the start of neurons whose first pre-simulation showed
+    :math:`v(\rho) < -(k-1)\theta` and more than :math:`k-1` spikes, and raises neurons with
+    :math:`v(\rho) \ge k\theta` (Theorem 3: :math:`\psi = \lfloor v(\rho)/\theta\rfloor`), each
+    time re-running the ρ steps from the current start to get :math:`m^\downarrow, m^\uparrow`.
+
+    Where methods.md's pseudo-code shifts up on :math:`v(\rho) \ge \theta` alone, we also
+    require a silent pre-simulation step (Theorem 1(ii)'s precondition "fewer than ρ spikes"):
+    without one no spike can be added and the reference code's shift degenerates to ≈1000θ.
+    """
+
+    rho: int = 4
+    iterations: int = 1
+    variant: str = "shift"
+    epsilon: float = 1e-3
+
+    def __post_init__(self) -> None:
+        if int(self.rho) != self.rho or self.rho < 1:
+            raise ValueError(f"COS needs rho (pre-simulation steps) >= 1, got {self.rho!r}")
+        if int(self.iterations) != self.iterations or self.iterations < 0:
+            raise ValueError(f"COS iterations must be an integer >= 0, got {self.iterations!r}")
+        if self.variant not in VARIANTS:
+            raise ValueError(f"COS variant must be one of {VARIANTS}, got {self.variant!r}")
+        if self.variant == "shift" and not 0.0 < self.epsilon < 1.0:
+            raise ValueError(f"COS epsilon (fraction of θ) must lie in (0, 1), got {self.epsilon}")
+
+    def presimulation_steps(self) -> int:
+        if self.iterations == 0:
+            return 0
+        return self.rho if self.variant == "lightweight" else self.rho * self.iterations
+
+    def initial_potential(
+        self,
+        currents: torch.Tensor,
+        threshold: float,
+        v0: torch.Tensor,
+        *,
+        constant: bool,
+        reset: str,
+    ) -> torch.Tensor:
+        """Calibrated ``v(0)`` for every neuron of the batch (methods.md §4.5 stage 1)."""
+        if self.iterations == 0:
+            return v0
+        lightweight = self.variant == "lightweight"
+        first = integrate_and_fire(
+            currents, threshold, v0, self.rho, constant=constant, reset=reset,
+            record_output=False, track_extrema=not lightweight,
+        )
+        if lightweight:
+            return first.v
+        eps = self.epsilon * threshold
+        v_res, n_first = first.v, first.count
+        trace, start = first, v0
+        for k in range(1, self.iterations + 1):
+            if k > 1:
+                trace = integrate_and_fire(
+                    currents, threshold, start, self.rho, constant=constant, reset=reset,
+                    record_output=False, track_extrema=True,
+                )
+            go_down = (v_res < -(k - 1) * threshold) & (n_first > k - 1) & (trace.count >= 1)
+            go_up = (v_res >= k * threshold) & (trace.silent_max > -math.inf)
+            if not bool((go_down | go_up).any()):
+                break
+            shift = torch.where(go_down, -down_shift(trace.fired_min, threshold, eps), 0.0)
+            shift = torch.where(go_up, up_shift(trace.silent_max, threshold, eps), shift)
+            start = start + shift
+        return start
+
+    def __repr__(self) -> str:
+        return (
+            f"COS(rho={self.rho}, iterations={self.iterations}, variant={self.variant!r}, "
+            f"epsilon={self.epsilon:g}θ)"
+        )
+
+
+class COSMethod(ConversionMethod):
+    """QCFS conversion (§3.3) plus offset-spike calibration of every IF neuron (§4)."""
+
+    name = "cos"
+
+    def __init__(
+        self, rho: int = 4, iterations: int = 1, variant: str = "shift", epsilon: float = 1e-3
+    ) -> None:
+        self.calibration = OffsetSpikeCalibration(rho, iterations, variant, epsilon)
+
+    def neuron(self, site: ActivationSite) -> IFNeuron:
+        shift = 0.5 if site.shift is None else site.shift
+        return IFNeuron(
+            require_threshold(site, self.name), initial_fraction=shift,
+            calibration=self.calibration,
+        )
+
+    def params(self) -> dict[str, Any]:
+        c = self.calibration
+        return {"rho": c.rho, "iterations": c.iterations, "variant": c.variant,
+                "epsilon": c.epsilon}
+
+    def presimulation_steps(self) -> int:
+        return self.calibration.presimulation_steps()
+
+    def needs_sequence_mode(self) -> bool:
+        return self.calibration.iterations > 0

@@ -1,0 +1,133 @@
+"""The converted spiking network: an fx graph of linear layers and IF neurons.
+
+:class:`SpikingNetwork` is a standard ``nn.Module``. Besides the converted graph it knows which
+part of the graph is *time-invariant*: with direct input encoding (methods.md §2.6) the analog
+image is the same at every step, so every node that depends only on the input (the first
+convolution, its BatchNorm, …) is computed once per batch, not once per step. The graph is split
+into a ``prefix`` (input → those constant currents) and a ``body`` (constants → output), the same
+way for step-by-step and layer-wise execution.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import fx, nn
+
+from .methods import ConversionMethod
+from .neurons import IFNeuron
+
+__all__ = ["SpikingNetwork", "TimeSplit", "split_time_invariant"]
+
+
+@dataclass
+class TimeSplit:
+    """``prefix(x) -> constants``; ``body(*constants) -> output``.
+
+    ``neuron_only[i]`` says whether constant ``i`` feeds nothing but IF neurons (it can then be
+    passed as one ``[B, ...]`` current for all steps; otherwise layer-wise execution repeats it).
+    """
+
+    prefix: fx.GraphModule
+    body: fx.GraphModule
+    neuron_only: list[bool]
+
+
+def split_time_invariant(gm: fx.GraphModule) -> TimeSplit:
+    """Split ``gm`` into the part that depends only on the (constant) input and the rest."""
+    graph = gm.graph
+
+    def is_neuron(node: fx.Node) -> bool:
+        return node.op == "call_module" and isinstance(gm.get_submodule(node.target), IFNeuron)
+
+    dynamic: set[fx.Node] = set()
+    for node in graph.nodes:
+        if is_neuron(node) or (
+            node.op in ("call_module", "call_function", "call_method")
+            and any(arg in dynamic for arg in node.all_input_nodes)
+        ):
+            dynamic.add(node)
+    boundary = [
+        node for node in graph.nodes
+        if node not in dynamic and node.op not in ("output", "get_attr")
+        and any(user in dynamic or user.op == "output" for user in node.users)
+    ]
+
+    prefix_graph = fx.Graph()
+    env: dict[fx.Node, fx.Node] = {}
+    for node in graph.nodes:
+        if node.op != "output" and node not in dynamic:
+            env[node] = prefix_graph.node_copy(node, lambda n: env[n])
+    prefix_graph.output(tuple(env[node] for node in boundary))
+
+    body_graph = fx.Graph()
+    env = {node: body_graph.placeholder(node.name) for node in boundary}
+    for node in graph.nodes:
+        if node.op == "get_attr" or node in dynamic or node.op == "output":
+            env[node] = body_graph.node_copy(node, lambda n: env[n])
+    neuron_only = [all(is_neuron(user) for user in node.users) for node in boundary]
+    return TimeSplit(
+        fx.GraphModule(gm, prefix_graph, "TimeInvariantPrefix"),
+        fx.GraphModule(gm, body_graph, "SpikingBody"),
+        neuron_only,
+    )
+
+
+class SpikingNetwork(nn.Module):
+    """A converted SNN: ``network`` (the rewritten fx graph), its method recipe, and the map
+    ``sources`` from each IF neuron's name to the ANN activation it replaced.
+
+    ``snn(x, steps)`` is :func:`spikebridge.simulate` and returns ``[steps, B, classes]``.
+    """
+
+    def __init__(
+        self, network: fx.GraphModule, method: ConversionMethod, sources: dict[str, str]
+    ) -> None:
+        super().__init__()
+        self.network = network
+        self.method = method
+        self.sources = dict(sources)
+        self._split: TimeSplit | None = None
+
+    def neurons(self) -> dict[str, IFNeuron]:
+        """IF neurons by name, in forward (topological) order."""
+        found: dict[str, IFNeuron] = {}
+        for node in self.network.graph.nodes:
+            if node.op == "call_module":
+                module = self.network.get_submodule(node.target)
+                if isinstance(module, IFNeuron):
+                    found[node.target] = module
+        return found
+
+    def reset_state(self) -> None:
+        """Forget every neuron's membrane potential."""
+        for neuron in self.neurons().values():
+            neuron.reset_state()
+
+    @property
+    def split(self) -> TimeSplit:
+        """Time-invariant prefix / spiking body (built on first use; shares the parameters)."""
+        if self._split is None:
+            self._split = split_time_invariant(self.network)
+        return self._split
+
+    def frames_needed(self, steps: int) -> int:
+        """Input frames to simulate so that a calibrating neuron can read its first ρ frames."""
+        extra = [getattr(n.calibration, "rho", 0) for n in self.neurons().values()
+                 if n.calibration is not None and n.calibration.presimulation_steps() > 0]
+        return max([steps, *extra])
+
+    def forward(self, x: torch.Tensor, steps: int, mode: str = "auto") -> torch.Tensor:
+        from .simulate import simulate
+
+        return simulate(self, x, steps, mode=mode)
+
+    def _apply(self, fn, recurse=True):  # noqa: ANN001 - nn.Module signature
+        self._split = None  # moved buffers/attributes: rebuild the split on next use
+        return super()._apply(fn, recurse)
+
+    def __getstate__(self) -> dict:
+        state = super().__getstate__()
+        state["_split"] = None
+        return state

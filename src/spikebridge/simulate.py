@@ -1,0 +1,195 @@
+"""Running a converted SNN over time and measuring it (design.md "execution model").
+
+Tensors over time are ``[T, B, ...]``. Two execution styles give bit-identical results:
+
+* ``"step"`` — the spiking body runs once per time-step on ``[B, ...]`` tensors, neurons keep
+  their potential between calls. Smaller working set; the faster choice on CPU.
+* ``"layer"`` — each layer runs all steps at once: stateless layers see time folded into the
+  batch (``[T*B, ...]``) and each IF layer scans its whole input sequence. Needed by COS
+  (a layer's calibration reads its first ρ input frames before its real run); bigger GEMMs,
+  the faster choice on GPUs.
+
+Either way the time-invariant prefix (layers fed only by the constant analog input) runs once
+per batch, and the output layer's running mean gives the accuracy at every ``t <= T`` from one
+run (methods.md §2.6).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .network import SpikingNetwork
+from .neurons import sequence_mode
+
+__all__ = [
+    "EXECUTION_MODES",
+    "Evaluation",
+    "check_steps",
+    "correct_over_time",
+    "evaluate",
+    "preferred_mode",
+    "simulate",
+]
+
+EXECUTION_MODES = ("auto", "step", "layer")
+
+
+def check_steps(steps: int) -> int:
+    """Validate a number of time-steps T (an integer >= 1)."""
+    if isinstance(steps, bool) or int(steps) != steps or steps < 1:
+        raise ValueError(f"the number of time-steps T must be an integer >= 1, got {steps!r}")
+    return int(steps)
+
+
+def preferred_mode(device: torch.device) -> str:
+    """Execution style to use when nothing forces one (see docs/benchmarks.md for the numbers).
+
+    On CPU, step-by-step keeps each layer's working set in cache and was faster; on CUDA the
+    layer-wise style's larger batches use the GPU better.
+    """
+    return "layer" if device.type == "cuda" else "step"
+
+
+def _resolve_mode(snn: SpikingNetwork, mode: str, device: torch.device) -> str:
+    if mode not in EXECUTION_MODES:
+        raise ValueError(f"mode must be one of {EXECUTION_MODES}, got {mode!r}")
+    needs_layer = snn.method.needs_sequence_mode()
+    if mode == "step" and needs_layer:
+        raise ValueError(
+            f"method {snn.method.name!r} calibrates each layer from its first input frames and "
+            "needs layer-wise execution; use mode='layer' (or 'auto')"
+        )
+    if mode == "auto":
+        return "layer" if needs_layer else preferred_mode(device)
+    return mode
+
+
+def _repeat_over_time(value: torch.Tensor, steps: int) -> torch.Tensor:
+    expanded = value.unsqueeze(0).expand(steps, *value.shape)
+    return expanded.reshape(steps * value.shape[0], *value.shape[1:])
+
+
+def simulate(
+    snn: SpikingNetwork, x: torch.Tensor, steps: int, *, mode: str = "auto"
+) -> torch.Tensor:
+    """Present ``x`` (``[B, ...]``, direct encoding) for ``steps`` steps; return ``[T, B, K]``.
+
+    Output ``t`` is the output layer's response at step ``t`` (not yet averaged). Neuron state is
+    reset before the batch. For calibrating methods (COS) the network is simulated for
+    ``max(T, ρ)`` frames internally so that each layer can read its ρ pre-simulation frames; the
+    first ``T`` outputs are returned.
+    """
+    if not isinstance(snn, SpikingNetwork):
+        raise TypeError(
+            f"simulate() needs a SpikingNetwork from spikebridge.convert(), got {type(snn).__name__}"
+        )
+    steps = check_steps(steps)
+    if not isinstance(x, torch.Tensor) or x.dim() < 2:
+        raise ValueError("x must be a tensor with a batch dimension, e.g. [B, C, H, W]")
+    mode = _resolve_mode(snn, mode, x.device)
+    split = snn.split
+    batch = x.shape[0]
+    snn.reset_state()
+    with torch.inference_mode():
+        constants = split.prefix(x)
+        if mode == "step":
+            outputs = torch.stack([split.body(*constants) for _ in range(steps)])
+        else:
+            frames = snn.frames_needed(steps)
+            args = []
+            for value, neuron_only in zip(constants, split.neuron_only, strict=True):
+                if not isinstance(value, torch.Tensor):
+                    raise NotImplementedError(
+                        "the spiking part of this network uses a non-tensor value computed from "
+                        "the input (e.g. x.size(0)); layer-wise execution folds time into the "
+                        "batch and cannot use it. Use mode='step'."
+                    )
+                args.append(value if neuron_only else _repeat_over_time(value, frames))
+            with sequence_mode(frames, batch):
+                y = split.body(*args)
+            outputs = y.view(frames, batch, *y.shape[1:])[:steps]
+    return outputs
+
+
+def correct_over_time(outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Correct predictions at every step ``t`` of the running output sum (§2.6), shape ``[T]``.
+
+    Prediction at ``t`` is :math:`\\arg\\max_k \\sum_{\\tau\\le t} y_k(\\tau)`.
+    """
+    predictions = outputs.cumsum(dim=0).argmax(dim=-1)
+    return (predictions == labels.unsqueeze(0)).sum(dim=1)
+
+
+@dataclass
+class Evaluation:
+    """Accuracies (fractions in [0, 1]) of one evaluation run."""
+
+    snn_accuracy: dict[int, float]
+    n_samples: int
+    ann_accuracy: float | None = None
+    snn_seconds: float = 0.0
+    ann_seconds: float = 0.0
+    params: dict = field(default_factory=dict)
+
+    def at(self, steps: Sequence[int]) -> dict[int, float]:
+        return {t: self.snn_accuracy[t] for t in steps}
+
+
+def evaluate(
+    snn: SpikingNetwork,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    steps: int | Sequence[int],
+    *,
+    ann: nn.Module | None = None,
+    mode: str = "auto",
+    device: torch.device | str | None = None,
+    progress: bool = False,
+    description: str = "simulating",
+) -> Evaluation:
+    """Accuracy of ``snn`` at every ``t <= max(steps)`` from one run, and of ``ann`` if given.
+
+    ``batches`` yields ``(x, y)`` pairs (e.g. a :class:`spikebridge.data.BatchLoader`).
+    """
+    step_list = [steps] if isinstance(steps, int) else list(steps)
+    if not step_list:
+        raise ValueError("give at least one number of time-steps T")
+    horizon = max(check_steps(t) for t in step_list)
+    device = torch.device(device) if device is not None else next(
+        (p.device for p in snn.parameters()), torch.device("cpu")
+    )
+    snn.to(device).eval()
+    if ann is not None:
+        ann.to(device).eval()
+    correct = torch.zeros(horizon, dtype=torch.long)
+    ann_correct = n = 0
+    snn_seconds = ann_seconds = 0.0
+    total = len(batches) if hasattr(batches, "__len__") else None
+    for x, y in tqdm(batches, total=total, desc=description, disable=not progress, leave=False):
+        x, y = x.to(device), y.to(device)
+        start = time.perf_counter()
+        outputs = simulate(snn, x, horizon, mode=mode)
+        correct += correct_over_time(outputs, y).cpu()
+        snn_seconds += time.perf_counter() - start
+        if ann is not None:
+            start = time.perf_counter()
+            with torch.inference_mode():
+                ann_correct += int((ann(x).argmax(dim=-1) == y).sum())
+            ann_seconds += time.perf_counter() - start
+        n += int(y.shape[0])
+    if n == 0:
+        raise ValueError("evaluate() got no samples")
+    accuracy = {t + 1: float(correct[t]) / n for t in range(horizon)}
+    return Evaluation(
+        snn_accuracy=accuracy,
+        n_samples=n,
+        ann_accuracy=None if ann is None else ann_correct / n,
+        snn_seconds=snn_seconds,
+        ann_seconds=ann_seconds,
+        params={"method": snn.method.name, **snn.method.params()},
+    )

@@ -1,0 +1,224 @@
+"""ANN training loop (SGD + momentum, cosine schedule, weight decay; methods.md §3.6).
+
+Writes a checkpoint directory after every epoch (``model.safetensors`` + ``config.json`` +
+``train_state.pt``, each atomically), so ``--resume`` continues from the last finished epoch
+with the same shuffling and augmentation it would have had.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .activations import QCFS, ActivationSpec, ClippedReLU
+from .checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    load_config,
+    load_train_state,
+    save_checkpoint,
+    save_train_state,
+)
+from .data import BatchLoader, ImageDataset, load_dataset
+from .models import create_model
+
+__all__ = ["TrainConfig", "accuracy", "learned_thresholds", "train"]
+
+
+@dataclass
+class TrainConfig:
+    """Everything that determines a training run (stored in ``config.json``)."""
+
+    architecture: str = "fashion_cnn"
+    dataset: str = "fashion-mnist"
+    activation: ActivationSpec = field(default_factory=ActivationSpec)
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    seed: int = 0
+    augment: bool = True
+    train_subset: int | None = None
+    channels_last: bool = True
+    compile: bool = False
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["activation"] = self.activation.to_dict()
+        return data
+
+
+def learned_thresholds(model: nn.Module) -> dict[str, float]:
+    """θ of every QCFS / clipped-ReLU activation, by qualified module name."""
+    return {
+        name: float(module.theta.detach())
+        for name, module in model.named_modules()
+        if isinstance(module, (QCFS, ClippedReLU))
+    }
+
+
+def accuracy(
+    model: nn.Module, loader: BatchLoader, device: torch.device, channels_last: bool = False
+) -> float:
+    """Top-1 accuracy of ``model`` (eval mode) over ``loader``, as a fraction."""
+    model.eval()
+    correct = n = 0
+    with torch.inference_mode():
+        for x, y in loader:
+            x = x.to(device)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            correct += int((model(x).argmax(dim=-1).cpu() == y).sum())
+            n += int(y.shape[0])
+    return correct / max(n, 1)
+
+
+def _checkpoint_config(
+    cfg: TrainConfig, model: nn.Module, train: ImageDataset, epochs_done: int,
+    history: list[dict], command: str | None,
+) -> dict[str, Any]:
+    kwargs = {"input_size": list(train.input_size)} if cfg.architecture == "fashion_cnn" else {}
+    return {
+        "architecture": cfg.architecture,
+        "num_classes": train.num_classes,
+        "in_channels": train.in_channels,
+        "model_kwargs": kwargs,
+        "activation": cfg.activation.to_dict(),
+        "thresholds": learned_thresholds(model),
+        "dataset": train.name,
+        "classes": list(train.classes),
+        "normalization": {"mean": list(train.mean), "std": list(train.std)},
+        "input_size": list(train.input_size),
+        "seed": cfg.seed,
+        "training": cfg.to_dict(),
+        "epochs_completed": epochs_done,
+        "test_accuracy": history[-1]["test_accuracy"] if history else None,
+        "history": history,
+        "command": command,
+        "spikebridge_version": __import__("spikebridge").__version__,
+    }
+
+
+def train(
+    cfg: TrainConfig,
+    out_dir: str | Path,
+    *,
+    data_dir: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    command: str | None = None,
+    device: str | torch.device = "cpu",
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Train ``cfg.architecture`` on ``cfg.dataset``; return the final ``config.json`` dict."""
+    out_dir = Path(out_dir)
+    device = torch.device(device)
+    train_set = load_dataset(cfg.dataset, "train", data_dir).subset(cfg.train_subset, seed=cfg.seed)
+    test_set = load_dataset(cfg.dataset, "test", data_dir)
+    torch.manual_seed(cfg.seed)
+    kwargs = {"input_size": train_set.input_size} if cfg.architecture == "fashion_cnn" else {}
+    model = create_model(cfg.architecture, num_classes=train_set.num_classes,
+                         in_channels=train_set.in_channels, activation=cfg.activation, **kwargs)
+    loader = BatchLoader(train_set, cfg.batch_size, shuffle=True, augment=cfg.augment,
+                         seed=cfg.seed, drop_last=True)
+    test_loader = BatchLoader(test_set, 500)
+    if len(loader) == 0:
+        raise ValueError(
+            f"the training set has {len(train_set)} samples, fewer than one batch of "
+            f"{cfg.batch_size}"
+        )
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                                weight_decay=cfg.weight_decay)
+    total_steps = cfg.epochs * len(loader)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
+    )
+    start_epoch, history = 0, []
+    if resume:
+        saved = load_config(out_dir)
+        if saved.get("training") != cfg.to_dict():
+            raise CheckpointError(
+                f"cannot resume {out_dir}: it was trained with different settings "
+                f"({saved.get('training')}); start a new directory or use the same options"
+            )
+        loaded, _ = load_checkpoint(out_dir)
+        model.load_state_dict(loaded.state_dict())
+        state = load_train_state(out_dir)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start_epoch, history = int(state["epoch"]), saved.get("history", [])
+        if start_epoch >= cfg.epochs:
+            log(f"{out_dir} already finished {start_epoch} epochs; nothing to resume")
+            return saved
+        log(f"resuming {out_dir} after epoch {start_epoch}")
+    model.to(device)
+    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    model.to(memory_format=memory_format)
+    forward = torch.compile(model) if cfg.compile else model
+    loss_fn = nn.CrossEntropyLoss()
+    config: dict[str, Any] = {}
+    for epoch in range(start_epoch, cfg.epochs):
+        model.train()
+        loader.set_epoch(epoch)
+        torch.manual_seed(cfg.seed * 1000 + epoch)
+        started, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress,
+                   leave=False)
+        for x, y in bar:
+            x = x.to(device).contiguous(memory_format=memory_format)
+            y = y.to(device)
+            logits = forward(x)
+            loss = loss_fn(logits, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"training diverged (loss {float(loss)}) in epoch {epoch + 1}; lower --lr"
+                )
+            seen += int(y.shape[0])
+            loss_sum += float(loss.detach()) * int(y.shape[0])
+            correct += int((logits.detach().argmax(dim=-1) == y).sum())
+            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
+        test_acc = accuracy(model, test_loader, device, cfg.channels_last)
+        record = {
+            "epoch": epoch + 1,
+            "train_loss": loss_sum / seen,
+            "train_accuracy": correct / seen,
+            "test_accuracy": test_acc,
+            "seconds": time.perf_counter() - started,
+        }
+        history.append(record)
+        log(
+            f"epoch {epoch + 1}/{cfg.epochs}: loss {record['train_loss']:.4f}, "
+            f"train {record['train_accuracy']:.2%}, test {test_acc:.2%} "
+            f"({record['seconds']:.0f} s)"
+        )
+        model.to(memory_format=torch.contiguous_format)
+        config = _checkpoint_config(cfg, model, train_set, epoch + 1, history, command)
+        save_checkpoint(out_dir, model, config)
+        save_train_state(out_dir, {
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "epoch": epoch + 1,
+        })
+        model.to(memory_format=memory_format)
+    return config
