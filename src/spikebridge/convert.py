@@ -31,7 +31,13 @@ from .methods import ActivationSite, ConversionMethod, get_method
 from .network import SpikingNetwork
 from .neurons import IFNeuron
 
-__all__ = ["UnsupportedLayerError", "convert", "find_activation_sites", "trace"]
+__all__ = [
+    "UnsupportedLayerError",
+    "convert",
+    "find_activation_sites",
+    "fold_graph_batchnorms",
+    "trace",
+]
 
 
 class UnsupportedLayerError(ValueError):
@@ -119,7 +125,7 @@ def _where(node: fx.Node) -> str:
     return ""
 
 
-def _fold_batchnorms(gm: fx.GraphModule) -> None:
+def fold_graph_batchnorms(gm: fx.GraphModule) -> None:
     """Pass 1: fold BatchNorm into a directly preceding conv/linear with a single user."""
     for node in list(gm.graph.nodes):
         if node.op != "call_module" or not isinstance(gm.get_submodule(node.target), _BATCHNORMS):
@@ -135,6 +141,8 @@ def _fold_batchnorms(gm: fx.GraphModule) -> None:
             _set_module(gm, producer.target, fold_batchnorm(layer, gm.get_submodule(node.target)))
             node.replace_all_uses_with(producer)
             gm.graph.erase_node(node)
+    gm.delete_all_unused_submodules()
+    gm.recompile()
 
 
 def _module_site(name: str, module: nn.Module) -> ActivationSite | None:
@@ -302,7 +310,7 @@ def convert(
     recipe = get_method(method, **method_params)
     ann = copy.deepcopy(model).eval()
     gm = trace(ann)
-    _fold_batchnorms(gm)
+    fold_graph_batchnorms(gm)
     sites = find_activation_sites(gm)
     if not sites:
         raise UnsupportedLayerError(

@@ -159,9 +159,9 @@ class COSMethod(ConversionMethod):
 
     def neuron(self, site: ActivationSite) -> IFNeuron:
         shift = 0.5 if site.shift is None else site.shift
+        calibration = self.calibration if self.needs_sequence_mode() else None
         return IFNeuron(
-            require_threshold(site, self.name), initial_fraction=shift,
-            calibration=self.calibration,
+            require_threshold(site, self.name), initial_fraction=shift, calibration=calibration
         )
 
     def params(self) -> dict[str, Any]:
