@@ -54,34 +54,29 @@ class IFTrace:
 
 
 def if_step_(
-    v: torch.Tensor,
-    current: torch.Tensor,
-    threshold: float,
-    fire: torch.Tensor,
-    x_out: torch.Tensor,
+    v: torch.Tensor, current: torch.Tensor, threshold: float, x_out: torch.Tensor,
     reset: str = "subtract",
 ) -> None:
     r"""One IF update in place (methods.md §2.1): ``v`` ← ``v(t)``, ``x_out`` ← ``θ s(t)``.
 
-    :math:`m(t) = v(t-1) + c(t)`, :math:`s(t) = H(m(t) - \theta)`, then the reset. ``fire`` is a
-    bool scratch tensor shaped like ``v``. Step mode and sequence mode both call this, which is
-    what makes them bit-identical.
+    :math:`m(t) = v(t-1) + c(t)`, :math:`s(t) = H(m(t) - \theta)`, then the reset. Step mode and
+    sequence mode both call this, which is what makes them bit-identical. Four in-place kernels
+    per step; the spike is written straight into ``x_out`` in ``v``'s dtype (a bool mask plus a
+    conversion would cost two more passes over memory).
     """
     v.add_(current)  # m(t) = v(t-1) + c(t)
-    torch.ge(v, threshold, out=fire)  # s(t) = H(m(t) - θ), fires at equality
-    _fire_and_reset(v, threshold, fire, x_out, reset)
+    torch.ge(v, threshold, out=x_out)  # s(t) = H(m(t) - θ), fires at equality
+    _reset_and_weight(v, threshold, x_out, reset)
 
 
-def _fire_and_reset(
-    v: torch.Tensor, threshold: float, fire: torch.Tensor, x_out: torch.Tensor, reset: str
-) -> None:
-    # θ as a 0-dim tensor of v's dtype: bool × Python float would be computed in float32.
-    theta = torch.tensor(threshold, dtype=v.dtype, device=v.device)
-    torch.mul(fire, theta, out=x_out)  # x(t) = θ s(t)
+def _reset_and_weight(v: torch.Tensor, threshold: float, s: torch.Tensor, reset: str) -> None:
+    """Given ``s`` ∈ {0, 1}: apply the reset to ``v`` and turn ``s`` into ``x = θ s``."""
     if reset == "subtract":
-        v.sub_(x_out)  # v(t) = m(t) - θ s(t)
+        s.mul_(threshold)  # x(t) = θ s(t)
+        v.sub_(s)  # v(t) = m(t) - θ s(t)
     else:
-        v.masked_fill_(fire, 0.0)  # v(t) = m(t)(1 - s(t)), V_reset = 0
+        v.addcmul_(v, s, value=-1.0)  # v(t) = m(t)(1 - s(t)), V_reset = 0
+        s.mul_(threshold)
 
 
 def integrate_and_fire(
@@ -114,7 +109,6 @@ def integrate_and_fire(
     if not constant and currents.shape[0] < steps:
         raise ValueError(f"{steps} steps requested but only {currents.shape[0]} input frames given")
     v = v0.clone()
-    fire = torch.empty(v.shape, dtype=torch.bool, device=v.device)
     output = None
     if record_output:
         output = v.new_empty((steps, *v.shape))
@@ -130,15 +124,17 @@ def integrate_and_fire(
         silent_max = torch.full_like(v, -math.inf)
     for t in range(steps):
         x_t = output[t] if output is not None else scratch
+        current = currents if constant else currents[t]
         if track_extrema:
-            v.add_(currents if constant else currents[t])
-            torch.ge(v, threshold, out=fire)
-            count.add_(fire)
+            v.add_(current)
+            torch.ge(v, threshold, out=x_t)
+            fire = x_t.bool()
+            count.add_(x_t)
             torch.minimum(fired_min, torch.where(fire, v, math.inf), out=fired_min)
             torch.maximum(silent_max, torch.where(fire, -math.inf, v), out=silent_max)
-            _fire_and_reset(v, threshold, fire, x_t, reset)
+            _reset_and_weight(v, threshold, x_t, reset)
         else:
-            if_step_(v, currents if constant else currents[t], threshold, fire, x_t, reset)
+            if_step_(v, current, threshold, x_t, reset)
     return IFTrace(output=output, v=v, count=count, fired_min=fired_min, silent_max=silent_max)
 
 
@@ -235,9 +231,8 @@ class IFNeuron(nn.Module):
             )
         if self.v is None or self.v.shape != current.shape:
             self.v = self._initial_potential(current)
-        fire = torch.empty(current.shape, dtype=torch.bool, device=current.device)
         x = torch.empty_like(current)
-        if_step_(self.v, current, float(self.threshold), fire, x, self.reset)
+        if_step_(self.v, current, float(self.threshold), x, self.reset)
         return x
 
     def _forward_sequence(self, current: torch.Tensor, ctx: _SequenceContext) -> torch.Tensor:

@@ -38,6 +38,9 @@ __all__ = [
 ]
 
 EXECUTION_MODES = ("auto", "step", "layer")
+# Layer-wise execution holds [T·B, ...] activations: the batch is processed in chunks so that
+# T·B stays at most this (bounded memory whatever the caller's batch size).
+LAYER_MODE_FOLDED_BATCH = 2048
 
 
 def check_steps(steps: int) -> int:
@@ -83,7 +86,8 @@ def simulate(
     Output ``t`` is the output layer's response at step ``t`` (not yet averaged). Neuron state is
     reset before the batch. For calibrating methods (COS) the network is simulated for
     ``max(T, ρ)`` frames internally so that each layer can read its ρ pre-simulation frames; the
-    first ``T`` outputs are returned.
+    first ``T`` outputs are returned. In layer mode large batches are processed in chunks of at
+    most ``LAYER_MODE_FOLDED_BATCH // frames`` samples (same result, bounded memory).
     """
     if not isinstance(snn, SpikingNetwork):
         raise TypeError(
@@ -93,6 +97,15 @@ def simulate(
     if not isinstance(x, torch.Tensor) or x.dim() < 2:
         raise ValueError("x must be a tensor with a batch dimension, e.g. [B, C, H, W]")
     mode = _resolve_mode(snn, mode, x.device)
+    if mode == "layer":
+        frames = snn.frames_needed(steps)
+        chunk = max(1, LAYER_MODE_FOLDED_BATCH // frames)
+        if x.shape[0] > chunk:
+            return torch.cat([_simulate(snn, part, steps, mode) for part in x.split(chunk)], dim=1)
+    return _simulate(snn, x, steps, mode)
+
+
+def _simulate(snn: SpikingNetwork, x: torch.Tensor, steps: int, mode: str) -> torch.Tensor:
     split = snn.split
     batch = x.shape[0]
     snn.reset_state()

@@ -1,0 +1,194 @@
+"""Result files and console tables: JSON (+ CSV) and PNG plots, written atomically.
+
+The evaluation record (one per method) is the schema of ``spikebridge evaluate --json``::
+
+    {"dataset", "model", "method", "params": {...}, "ann_accuracy",
+     "snn_accuracy": {"1": ..., "2": ...}, "n_samples",
+     "latency": {"T": {"presimulation": ρ·iterations, "inference": T, "total": ...}}, ...}
+
+Accuracies are fractions in [0, 1].
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .checkpoint import atomic_write_bytes, atomic_write_json
+from .network import SpikingNetwork
+from .simulate import Evaluation
+
+__all__ = [
+    "evaluation_record",
+    "format_accuracy_table",
+    "format_offset_table",
+    "plot_accuracy",
+    "plot_offsets",
+    "write_csv",
+    "write_json",
+]
+
+
+def evaluation_record(
+    evaluation: Evaluation,
+    snn: SpikingNetwork,
+    steps: Sequence[int],
+    *,
+    dataset: str,
+    model: str,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The JSON record of one method's evaluation at the requested ``steps``."""
+    method = snn.method
+    pre = method.presimulation_steps()
+    return {
+        "dataset": dataset,
+        "model": model,
+        "method": method.name,
+        "params": method.params(),
+        "ann_accuracy": evaluation.ann_accuracy,
+        "snn_accuracy": {str(t): evaluation.snn_accuracy[t] for t in steps},
+        "n_samples": evaluation.n_samples,
+        "latency": {str(t): {"presimulation": pre, "inference": t, "total": method.total_steps(t)}
+                    for t in steps},
+        "seconds": {"snn": round(evaluation.snn_seconds, 3),
+                    "ann": round(evaluation.ann_seconds, 3)},
+        **(extra or {}),
+    }
+
+
+def write_json(path: str | Path, data: Any) -> Path:
+    atomic_write_json(path, data)
+    return Path(path)
+
+
+def write_csv(path: str | Path, records: Sequence[dict[str, Any]]) -> Path:
+    """One row per (method, T): method, params, T, total steps, SNN and ANN accuracy."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["method", "params", "T", "total_steps", "snn_accuracy", "ann_accuracy",
+                     "n_samples"])
+    for rec in records:
+        params = ";".join(f"{k}={v}" for k, v in rec["params"].items())
+        for t, acc in rec["snn_accuracy"].items():
+            writer.writerow([rec["method"], params, t, rec["latency"][t]["total"], f"{acc:.6f}",
+                             "" if rec["ann_accuracy"] is None else f"{rec['ann_accuracy']:.6f}",
+                             rec["n_samples"]])
+    atomic_write_bytes(path, buffer.getvalue().encode())
+    return Path(path)
+
+
+def _label(rec: dict[str, Any]) -> str:
+    params = rec["params"]
+    if rec["method"] == "cos":
+        text = f"cos ρ={params['rho']}"
+        if params.get("iterations", 1) != 1:
+            text += f" k={params['iterations']}"
+        if params.get("variant") == "lightweight":
+            text += " light"
+        return text
+    return rec["method"]
+
+
+def format_accuracy_table(records: Sequence[dict[str, Any]]) -> str:
+    """A console table: one row per method, one column per T, ANN first (percent)."""
+    steps = list(records[0]["snn_accuracy"])
+    head = f"{'':<16}" + "".join(f"{'T=' + t:>9}" for t in steps)
+    lines = [head]
+    ann = records[0]["ann_accuracy"]
+    if ann is not None:
+        lines.append(f"{'ANN':<16}" + f"{ann * 100:>9.2f}" * len(steps))
+    for rec in records:
+        lines.append(f"{_label(rec):<16}"
+                     + "".join(f"{rec['snn_accuracy'][t] * 100:>9.2f}" for t in steps))
+    lines.append(f"accuracy in % on {records[0]['n_samples']} test images of "
+                 f"{records[0]['dataset']}; COS additionally pre-simulates ρ·iterations steps")
+    return "\n".join(lines)
+
+
+def format_offset_table(reports: dict[int, Any]) -> str:
+    """Output-layer Ratio / MSE per number of COS iterations (COS paper Table 3 layout)."""
+    lines = [f"{'iterations':>10} {'Ratio %':>9} {'MSE(count)':>11} {'MSE(rate)':>10} "
+             f"{'acc %':>7}"]
+    for k, rep in reports.items():
+        out = rep.output_layer
+        lines.append(f"{k:>10} {out['ratio'] * 100:>9.2f} {out['mse_count']:>11.4f} "
+                     f"{out['mse_rate']:>10.5f} {rep.accuracy * 100:>7.2f}")
+    first = next(iter(reports.values()))
+    lines.append(f"output layer = last IF layer ({list(first.layers)[-1]}); T = {first.steps}; "
+                 f"{first.n_samples} test images")
+    return "\n".join(lines)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save_figure(fig, path: str | Path) -> Path:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
+    atomic_write_bytes(path, buffer.getvalue())
+    return Path(path)
+
+
+def plot_accuracy(records: Sequence[dict[str, Any]], path: str | Path, title: str = "") -> Path:
+    """Accuracy vs T (log2 axis), one line per method, the ANN as a dashed line."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for rec in records:
+        steps = [int(t) for t in rec["snn_accuracy"]]
+        ax.plot(steps, [rec["snn_accuracy"][str(t)] * 100 for t in steps], marker="o",
+                label=_label(rec))
+    ann = records[0]["ann_accuracy"]
+    if ann is not None:
+        ax.axhline(ann * 100, color="black", linestyle="--", linewidth=1,
+                   label=f"ANN {ann * 100:.2f}%")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("time-steps T")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(title or f"{records[0]['model']} on {records[0]['dataset']}")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    path = _save_figure(fig, path)
+    plt.close(fig)
+    return path
+
+
+def plot_offsets(reports: dict[int, Any], path: str | Path) -> Path:
+    """Per-layer bar charts of the offset-spike distribution for each iteration count."""
+    plt = _pyplot()
+    first = next(iter(reports.values()))
+    layers = list(first.layers)
+    cols = min(len(layers), 3)
+    rows = -(-len(layers) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3 * rows), squeeze=False)
+    values = [-3, -2, -1, 0, 1, 2, 3]
+    width = 0.8 / len(reports)
+    for idx, name in enumerate(layers):
+        ax = axes[idx // cols][idx % cols]
+        for j, (k, rep) in enumerate(reports.items()):
+            dist = rep.layers[name]["distribution"]
+            heights = [dist[str(v)] * 100 for v in values]
+            label = "no calibration" if k == 0 else f"COS, {k} iteration(s)"
+            ax.bar([v + (j - (len(reports) - 1) / 2) * width for v in values], heights, width,
+                   label=label)
+        ax.set_yscale("log")
+        ax.set_title(f"IF layer {idx + 1}: {name}", fontsize=9)
+        ax.set_xlabel("offset spikes ψ")
+        ax.set_ylabel("% of neurons")
+        ax.set_xticks(values)
+    for idx in range(len(layers), rows * cols):
+        axes[idx // cols][idx % cols].axis("off")
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle(f"offset-spike distribution per IF layer (T = {first.steps})")
+    path = _save_figure(fig, path)
+    plt.close(fig)
+    return path
