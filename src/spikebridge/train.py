@@ -126,8 +126,13 @@ def train(
     command: str | None = None,
     device: str | torch.device = "cpu",
     log: Callable[[str], None] = print,
+    stop_after_epoch: int | None = None,
 ) -> dict[str, Any]:
-    """Train ``cfg.architecture`` on ``cfg.dataset``; return the final ``config.json`` dict."""
+    """Train ``cfg.architecture`` on ``cfg.dataset``; return the final ``config.json`` dict.
+
+    ``stop_after_epoch`` ends the run early (as a killed run would) while keeping the schedule
+    of ``cfg.epochs``; ``resume=True`` continues it.
+    """
     out_dir = Path(out_dir)
     device = torch.device(device)
     train_set = load_dataset(cfg.dataset, "train", data_dir).subset(cfg.train_subset, seed=cfg.seed)
@@ -174,7 +179,8 @@ def train(
     forward = torch.compile(model) if cfg.compile else model
     loss_fn = nn.CrossEntropyLoss()
     config: dict[str, Any] = {}
-    for epoch in range(start_epoch, cfg.epochs):
+    last_epoch = cfg.epochs if stop_after_epoch is None else min(cfg.epochs, stop_after_epoch)
+    for epoch in range(start_epoch, last_epoch):
         model.train()
         loader.set_epoch(epoch)
         torch.manual_seed(cfg.seed * 1000 + epoch)
