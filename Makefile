@@ -32,7 +32,7 @@ lint: setup
 	$(VENV)/bin/ruff check src tests bench
 
 bench: setup data
-	$(PY) bench/run_all.py
+	bash bench/run_all.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .ruff_cache

@@ -63,7 +63,7 @@ def main() -> None:
         sb.simulate(snn, batches[0], args.T, mode=mode)
         results[f"snn_{mode}_seconds"] = timed(lambda x, m=mode: sb.simulate(snn, x, args.T,
                                                                             mode=m), batches)
-    results["cos_rho4_seconds"] = timed(lambda x: sb.simulate(cos, x, args.T), batches)
+    results["cos_rho4_seconds"] = timed(lambda x: sb.simulate(cos, x, args.T), batches)  # auto
     base = results["ann_x_T_seconds"]
     for key in ("snn_step_seconds", "snn_layer_seconds", "cos_rho4_seconds"):
         results[key.replace("_seconds", "_ratio")] = results[key] / base

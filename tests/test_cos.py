@@ -60,7 +60,8 @@ def test_shift_below_theta_only_moves_a_spike():
     before = trace_of([0.3] * 4, 1.0, 0.5)
     assert int(before.count) == 1
     assert int(trace_of([0.3] * 4, 1.0, 0.5 + 0.201).count) == 1
-    assert int(trace_of([0.3] * 4, 1.0, 0.5 + float(up_shift(before.silent_max, 1.0, 1e-3))).count) == 2
+    full_shift = float(up_shift(before.silent_max, 1.0, 1e-3))
+    assert int(trace_of([0.3] * 4, 1.0, 0.5 + full_shift).count) == 2
 
 
 def _qcfs_desired(currents: list[float], theta: float) -> tuple[float, float]:
@@ -133,6 +134,16 @@ def test_rho_larger_than_T_and_one_run_for_every_T():
     assert torch.equal(sb.simulate(snn, x, 4), long[:4])
 
 
+@pytest.mark.parametrize("steps", [2, 9])
+def test_hybrid_execution_equals_layerwise(steps):
+    """First ρ frames layer-wise, then step by step: the same bits as all layer-wise."""
+    model = _trained_like_model(2)
+    snn = sb.convert(model, "cos", rho=4, iterations=2)
+    x = torch.randn(5, 1, 28, 28)
+    assert torch.equal(sb.simulate(snn, x, steps, mode="hybrid"),
+                       sb.simulate(snn, x, steps, mode="layer"))
+
+
 def test_cos_reduces_offset_spikes_and_iterations_help():
     model = _trained_like_model(1)
     x = torch.randn(16, 1, 28, 28)
@@ -161,6 +172,9 @@ def test_cos_needs_layer_mode_and_if_layers():
     snn = sb.convert(_trained_like_model(), "cos", rho=4)
     with pytest.raises(ValueError, match="layer-wise"):
         sb.simulate(snn, torch.randn(2, 1, 28, 28), 4, mode="step")
+    neuron = next(iter(snn.neurons().values()))
+    with pytest.raises(RuntimeError, match="start it in sequence"):
+        neuron(torch.randn(2, 32, 14, 14))
     with pytest.raises(sb.UnsupportedLayerError, match="no activation layers"):
         sb.convert(nn.Sequential(nn.Flatten(), nn.Linear(4, 2)), "cos", rho=4)
     assert snn.method.total_steps(4) == 8

@@ -55,7 +55,8 @@ class QCFS(nn.Module):
     r"""Quantization clip-floor-shift activation (methods.md §3.1, QCFS eq. 16).
 
     .. math::
-        a = \theta\,\mathrm{clip}\Big(\tfrac1L\Big\lfloor \tfrac{zL}{\theta} + \varphi\Big\rfloor, 0, 1\Big),
+        a = \theta\,\mathrm{clip}\Big(\tfrac1L
+            \Big\lfloor \tfrac{zL}{\theta} + \varphi\Big\rfloor, 0, 1\Big),
         \qquad \varphi = \tfrac12
 
     ``theta`` (the paper's :math:`\lambda^l`) is a trainable scalar; the floor has a

@@ -106,7 +106,9 @@ def load_config(directory: str | os.PathLike[str]) -> dict:
     try:
         config = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{path} is not valid JSON ({exc}); the checkpoint is corrupt") from exc
+        raise CheckpointError(
+            f"{path} is not valid JSON ({exc}); the checkpoint is corrupt"
+        ) from exc
     missing = [k for k in ("architecture", "num_classes", "in_channels", "activation")
                if k not in config]
     if missing:

@@ -30,7 +30,9 @@ def _int_list(text: str) -> list[int]:
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from exc
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from exc
     if not values:
         raise argparse.ArgumentTypeError("expected at least one integer")
     return values
@@ -38,7 +40,8 @@ def _int_list(text: str) -> list[int]:
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
+    parser.add_argument("--device", default="cpu",
+                        help="torch device, e.g. cpu or cuda (default cpu)")
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -102,9 +105,9 @@ def _add_model_and_data(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, default=None,
                    help="evaluate on a fixed random subset of N test images (default: all)")
     p.add_argument("--batch-size", type=int, default=250)
-    p.add_argument("--mode", choices=("auto", "step", "layer"), default="auto",
-                   help="execution: step-by-step or layer-wise (auto: the faster one that the "
-                   "method allows)")
+    p.add_argument("--mode", choices=("auto", "step", "layer", "hybrid"), default="auto",
+                   help="execution: step-by-step, layer-wise, or hybrid (COS: first ρ frames "
+                   "layer-wise, then step by step); auto picks the fastest the method allows")
 
 
 def _add_cos_options(p: argparse.ArgumentParser) -> None:
@@ -144,9 +147,11 @@ def _load(args: argparse.Namespace):
 
 
 def _run_methods(args: argparse.Namespace, methods: list[str], steps: list[int]):
+    import torch
+
     from .convert import convert
     from .reporting import evaluation_record
-    from .simulate import evaluate
+    from .simulate import evaluate, resolve_mode
 
     ann, config, loader, label = _load(args)
     records = []
@@ -156,7 +161,9 @@ def _run_methods(args: argparse.Namespace, methods: list[str], steps: list[int])
                           device=args.device, progress=not args.quiet,
                           description=f"{name}: simulating T={max(steps)}")
         record = evaluation_record(result, snn, steps, dataset=config["dataset"], model=label,
-                                   extra={"mode": args.mode, "device": str(args.device)})
+                                   extra={"mode": resolve_mode(snn, args.mode,
+                                                               torch.device(args.device)),
+                                          "device": str(args.device)})
         if i > 0:
             record["ann_accuracy"] = records[0]["ann_accuracy"]
         records.append(record)
@@ -291,7 +298,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--T", type=_int_list, default=[1, 2, 4, 8, 16, 32])
     p.add_argument("--out", type=Path, default=Path("out/demo"))
     p.add_argument("--batch-size", type=int, default=250)
-    p.add_argument("--mode", choices=("auto", "step", "layer"), default="auto")
+    p.add_argument("--mode", choices=("auto", "step", "layer", "hybrid"), default="auto")
     _add_cos_options(p)
     _add_common(p)
     p.set_defaults(func=_cmd_demo)
@@ -324,6 +331,26 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_info(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("info", help="list models, datasets, methods and the shipped model")
+    p.set_defaults(func=_cmd_info)
+
+
+def _cmd_info(_args: argparse.Namespace) -> int:
+    from . import __version__
+    from .data import list_datasets
+    from .methods import list_methods
+    from .models import list_models
+    from .shipped import SHIPPED_MODEL_DIR
+
+    print(f"spikebridge {__version__}")
+    print(f"models:   {', '.join(list_models())}")
+    print(f"datasets: {', '.join(list_datasets())}")
+    print(f"methods:  {', '.join(list_methods())}")
+    print(f"shipped model: {SHIPPED_MODEL_DIR}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="spikebridge", description=DESCRIPTION,
@@ -335,6 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_compare(sub)
     _add_analyse(sub)
     _add_demo(sub)
+    _add_info(sub)
     return parser
 
 

@@ -147,7 +147,8 @@ def fold_graph_batchnorms(gm: fx.GraphModule) -> None:
 
 def _module_site(name: str, module: nn.Module) -> ActivationSite | None:
     if isinstance(module, QCFS):
-        return ActivationSite(name, "qcfs", float(module.theta.detach()), module.shift, module.levels, module)
+        theta = float(module.theta.detach())
+        return ActivationSite(name, "qcfs", theta, module.shift, module.levels, module)
     if isinstance(module, ClippedReLU):
         return ActivationSite(name, "clipped_relu", float(module.theta.detach()), module=module)
     if isinstance(module, nn.ReLU6):
@@ -176,11 +177,11 @@ def _check_scaling(node: fx.Node) -> None:
         )
 
 
-def _check_flatten_dim(node: fx.Node, start_dim: Any) -> None:
+def _check_flatten_dim(where: str, start_dim: Any) -> None:
     if start_dim == 0:
         raise UnsupportedLayerError(
-            f"{node.format_node()}{_where(node)} flattens the batch dimension; the simulator folds "
-            "time into the batch, so flatten from dim 1 (torch.flatten(x, 1))"
+            f"{where} flattens the batch dimension; the simulator folds time into the batch, so "
+            "flatten from dim 1 (torch.flatten(x, 1) or nn.Flatten(start_dim=1))"
         )
 
 
@@ -200,15 +201,11 @@ def _check_module(name: str, module: nn.Module) -> None:
             "activations. Rewrite the layer from these, or register a handler."
         )
     if isinstance(module, nn.Flatten):
-        _check_flatten_dim_module(name, module)
+        _check_flatten_dim(f"layer {name!r} (Flatten)", module.start_dim)
 
 
-def _check_flatten_dim_module(name: str, module: nn.Flatten) -> None:
-    if module.start_dim == 0:
-        raise UnsupportedLayerError(
-            f"layer {name!r} is Flatten(start_dim=0), which flattens the batch dimension; the "
-            "simulator folds time into the batch, so use start_dim=1"
-        )
+def _start_dim(node: fx.Node) -> Any:
+    return node.args[1] if len(node.args) > 1 else node.kwargs.get("start_dim", 0)
 
 
 def _function_site(node: fx.Node) -> ActivationSite | None:
@@ -217,8 +214,7 @@ def _function_site(node: fx.Node) -> ActivationSite | None:
         if node.target == "relu":
             return ActivationSite(node.name, "relu", None)
         if node.target == "flatten":
-            _check_flatten_dim(node, node.args[1] if len(node.args) > 1 else
-                               node.kwargs.get("start_dim", 0))
+            _check_flatten_dim(node.format_node() + _where(node), _start_dim(node))
         if node.target in _LINEAR_METHODS:
             return None
         raise UnsupportedLayerError(
@@ -236,8 +232,7 @@ def _function_site(node: fx.Node) -> ActivationSite | None:
         _check_scaling(node)
         return None
     if fn is torch.flatten:
-        _check_flatten_dim(node, node.args[1] if len(node.args) > 1 else
-                           node.kwargs.get("start_dim", 0))
+        _check_flatten_dim(node.format_node() + _where(node), _start_dim(node))
     if fn in _LINEAR_FUNCTIONS:
         return None
     name = getattr(fn, "__name__", repr(fn))

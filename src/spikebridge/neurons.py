@@ -88,6 +88,7 @@ def integrate_and_fire(
     constant: bool = False,
     reset: str = "subtract",
     record_output: bool = True,
+    track_count: bool = False,
     track_extrema: bool = False,
 ) -> IFTrace:
     r"""Run an IF neuron for ``steps`` steps (methods.md §2.1 soft reset, §2.2 hard reset).
@@ -101,6 +102,7 @@ def integrate_and_fire(
     with :math:`H(u) = 1` for :math:`u \ge 0` (fires at equality). ``currents`` is ``[T', B, ...]``
     with ``T' >= steps`` (the first ``steps`` frames are used), or ``[B, ...]`` with
     ``constant=True`` (the same current every step). ``v0`` is the initial potential ``v(0)``.
+    ``track_count`` records ``N``; ``track_extrema`` records ``N`` and COS's ``m↓``/``m↑``.
     """
     if steps < 1:
         raise ValueError(f"the number of time-steps must be >= 1, got {steps}")
@@ -118,8 +120,9 @@ def integrate_and_fire(
             ).view(steps, *v.shape)
     scratch = v.new_empty(v.shape)
     count = fired_min = silent_max = None
-    if track_extrema:
+    if track_count or track_extrema:
         count = torch.zeros_like(v)
+    if track_extrema:
         fired_min = torch.full_like(v, math.inf)
         silent_max = torch.full_like(v, -math.inf)
     for t in range(steps):
@@ -129,12 +132,15 @@ def integrate_and_fire(
             v.add_(current)
             torch.ge(v, threshold, out=x_t)
             fire = x_t.bool()
-            count.add_(x_t)
             torch.minimum(fired_min, torch.where(fire, v, math.inf), out=fired_min)
             torch.maximum(silent_max, torch.where(fire, -math.inf, v), out=silent_max)
             _reset_and_weight(v, threshold, x_t, reset)
         else:
             if_step_(v, current, threshold, x_t, reset)
+        if count is not None:
+            count.add_(x_t)  # θ s(t); divided by θ below
+    if count is not None:
+        count = torch.round(count / threshold)
     return IFTrace(output=output, v=v, count=count, fired_min=fired_min, silent_max=silent_max)
 
 
@@ -224,12 +230,13 @@ class IFNeuron(nn.Module):
         return torch.full_like(like, self.initial_fraction * float(self.threshold))
 
     def _forward_step(self, current: torch.Tensor) -> torch.Tensor:
-        if self.calibration is not None:
-            raise RuntimeError(
-                "this neuron calibrates its initial potential from the first input frames "
-                "(COS); run it in sequence (layer-wise) mode: simulate(..., mode='layer')"
-            )
         if self.v is None or self.v.shape != current.shape:
+            if self.calibration is not None:
+                raise RuntimeError(
+                    "this neuron calibrates its initial potential from its first input frames "
+                    "(COS): start it in sequence (layer-wise) mode; step mode can only continue "
+                    "a calibrated run (simulate(..., mode='layer' or 'hybrid'))"
+                )
             self.v = self._initial_potential(current)
         x = torch.empty_like(current)
         if_step_(self.v, current, float(self.threshold), x, self.reset)

@@ -152,6 +152,8 @@ def plot_accuracy(records: Sequence[dict[str, Any]], path: str | Path, title: st
         ax.axhline(ann * 100, color="black", linestyle="--", linewidth=1,
                    label=f"ANN {ann * 100:.2f}%")
     ax.set_xscale("log", base=2)
+    all_steps = sorted({int(t) for rec in records for t in rec["snn_accuracy"]})
+    ax.set_xticks(all_steps, [str(t) for t in all_steps])
     ax.set_xlabel("time-steps T")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(title or f"{records[0]['model']} on {records[0]['dataset']}")
@@ -169,7 +171,8 @@ def plot_offsets(reports: dict[int, Any], path: str | Path) -> Path:
     layers = list(first.layers)
     cols = min(len(layers), 3)
     rows = -(-len(layers) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False,
+                             constrained_layout=True)
     values = [-3, -2, -1, 0, 1, 2, 3]
     width = 0.8 / len(reports)
     for idx, name in enumerate(layers):
@@ -187,7 +190,8 @@ def plot_offsets(reports: dict[int, Any], path: str | Path) -> Path:
         ax.set_xticks(values)
     for idx in range(len(layers), rows * cols):
         axes[idx // cols][idx % cols].axis("off")
-    axes[0][0].legend(fontsize=7)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=len(reports), fontsize=8)
     fig.suptitle(f"offset-spike distribution per IF layer (T = {first.steps})")
     path = _save_figure(fig, path)
     plt.close(fig)

@@ -1,6 +1,6 @@
 """Running a converted SNN over time and measuring it (design.md "execution model").
 
-Tensors over time are ``[T, B, ...]``. Two execution styles give bit-identical results:
+Tensors over time are ``[T, B, ...]``. Three execution styles give bit-identical results:
 
 * ``"step"`` — the spiking body runs once per time-step on ``[B, ...]`` tensors, neurons keep
   their potential between calls. Smaller working set; the faster choice on CPU.
@@ -8,6 +8,8 @@ Tensors over time are ``[T, B, ...]``. Two execution styles give bit-identical r
   batch (``[T*B, ...]``) and each IF layer scans its whole input sequence. Needed by COS
   (a layer's calibration reads its first ρ input frames before its real run); bigger GEMMs,
   the faster choice on GPUs.
+* ``"hybrid"`` — for calibrating methods: the first ρ frames layer-wise, the rest step by step
+  (each neuron continues from its calibrated state). Same result as ``"layer"``.
 
 Either way the time-invariant prefix (layers fed only by the constant analog input) runs once
 per batch, and the output layer's running mean gives the accuracy at every ``t <= T`` from one
@@ -34,13 +36,14 @@ __all__ = [
     "correct_over_time",
     "evaluate",
     "preferred_mode",
+    "resolve_mode",
     "simulate",
 ]
 
-EXECUTION_MODES = ("auto", "step", "layer")
+EXECUTION_MODES = ("auto", "step", "layer", "hybrid")
 # Layer-wise execution holds [T·B, ...] activations: the batch is processed in chunks so that
 # T·B stays at most this (bounded memory whatever the caller's batch size).
-LAYER_MODE_FOLDED_BATCH = 2048
+LAYER_MODE_FOLDED_BATCH = 512
 
 
 def check_steps(steps: int) -> int:
@@ -50,26 +53,32 @@ def check_steps(steps: int) -> int:
     return int(steps)
 
 
-def preferred_mode(device: torch.device) -> str:
-    """Execution style to use when nothing forces one (see docs/benchmarks.md for the numbers).
+def preferred_mode(device: torch.device, calibrating: bool = False) -> str:
+    """Execution style to use when nothing forces one (docs/benchmarks.md has the numbers).
 
-    On CPU, step-by-step keeps each layer's working set in cache and was faster; on CUDA the
-    layer-wise style's larger batches use the GPU better.
+    On CPU step-by-step keeps each layer's working set in cache and was faster, and a
+    calibrating method (COS) runs its first ρ frames layer-wise, then continues step by step
+    ("hybrid"). On CUDA the layer-wise style's larger batches use the GPU better.
     """
-    return "layer" if device.type == "cuda" else "step"
+    if device.type == "cuda":
+        return "layer"
+    return "hybrid" if calibrating else "step"
 
 
-def _resolve_mode(snn: SpikingNetwork, mode: str, device: torch.device) -> str:
+def resolve_mode(snn: SpikingNetwork, mode: str, device: torch.device) -> str:
+    """The execution style ``simulate`` will use for ``mode`` (``"auto"`` resolved)."""
     if mode not in EXECUTION_MODES:
         raise ValueError(f"mode must be one of {EXECUTION_MODES}, got {mode!r}")
-    needs_layer = snn.method.needs_sequence_mode()
-    if mode == "step" and needs_layer:
+    calibrating = snn.method.needs_sequence_mode()
+    if mode == "step" and calibrating:
         raise ValueError(
             f"method {snn.method.name!r} calibrates each layer from its first input frames and "
-            "needs layer-wise execution; use mode='layer' (or 'auto')"
+            "needs layer-wise execution for them; use mode='layer', 'hybrid' or 'auto'"
         )
     if mode == "auto":
-        return "layer" if needs_layer else preferred_mode(device)
+        return preferred_mode(device, calibrating)
+    if mode == "hybrid" and not calibrating:
+        return "step"
     return mode
 
 
@@ -91,14 +100,15 @@ def simulate(
     """
     if not isinstance(snn, SpikingNetwork):
         raise TypeError(
-            f"simulate() needs a SpikingNetwork from spikebridge.convert(), got {type(snn).__name__}"
+            "simulate() needs a SpikingNetwork from spikebridge.convert(), "
+            f"got {type(snn).__name__}"
         )
     steps = check_steps(steps)
     if not isinstance(x, torch.Tensor) or x.dim() < 2:
         raise ValueError("x must be a tensor with a batch dimension, e.g. [B, C, H, W]")
-    mode = _resolve_mode(snn, mode, x.device)
-    if mode == "layer":
-        frames = snn.frames_needed(steps)
+    mode = resolve_mode(snn, mode, x.device)
+    if mode != "step":
+        frames = snn.frames_needed(steps if mode == "layer" else 1)
         chunk = max(1, LAYER_MODE_FOLDED_BATCH // frames)
         if x.shape[0] > chunk:
             return torch.cat([_simulate(snn, part, steps, mode) for part in x.split(chunk)], dim=1)
@@ -107,27 +117,39 @@ def simulate(
 
 def _simulate(snn: SpikingNetwork, x: torch.Tensor, steps: int, mode: str) -> torch.Tensor:
     split = snn.split
-    batch = x.shape[0]
     snn.reset_state()
     with torch.inference_mode():
         constants = split.prefix(x)
         if mode == "step":
-            outputs = torch.stack([split.body(*constants) for _ in range(steps)])
-        else:
-            frames = snn.frames_needed(steps)
-            args = []
-            for value, neuron_only in zip(constants, split.neuron_only, strict=True):
-                if not isinstance(value, torch.Tensor):
-                    raise NotImplementedError(
-                        "the spiking part of this network uses a non-tensor value computed from "
-                        "the input (e.g. x.size(0)); layer-wise execution folds time into the "
-                        "batch and cannot use it. Use mode='step'."
-                    )
-                args.append(value if neuron_only else _repeat_over_time(value, frames))
-            with sequence_mode(frames, batch):
-                y = split.body(*args)
-            outputs = y.view(frames, batch, *y.shape[1:])[:steps]
-    return outputs
+            return torch.stack([split.body(*constants) for _ in range(steps)])
+        if mode == "layer":
+            return _run_layerwise(snn, constants, x.shape[0], snn.frames_needed(steps))[:steps]
+        # hybrid: the first ρ frames layer-wise (calibration reads them), then step by step,
+        # every neuron continuing from its state after those frames.
+        head = snn.frames_needed(1)
+        outputs = _run_layerwise(snn, constants, x.shape[0], head)
+        if steps <= head:
+            return outputs[:steps]
+        tail = [split.body(*constants) for _ in range(steps - head)]
+        return torch.cat([outputs, torch.stack(tail)])
+
+
+def _run_layerwise(
+    snn: SpikingNetwork, constants: tuple, batch: int, frames: int
+) -> torch.Tensor:
+    """Run the spiking body over ``frames`` steps at once; returns ``[frames, B, ...]``."""
+    args = []
+    for value, neuron_only in zip(constants, snn.split.neuron_only, strict=True):
+        if not isinstance(value, torch.Tensor):
+            raise NotImplementedError(
+                "the spiking part of this network uses a non-tensor value computed from the "
+                "input (e.g. x.size(0)); layer-wise execution folds time into the batch and "
+                "cannot use it. Use mode='step'."
+            )
+        args.append(value if neuron_only else _repeat_over_time(value, frames))
+    with sequence_mode(frames, batch):
+        y = snn.split.body(*args)
+    return y.view(frames, batch, *y.shape[1:])
 
 
 def correct_over_time(outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -29,7 +29,8 @@ def get_method(method: str | ConversionMethod, **params: Any) -> ConversionMetho
         return method
     key = str(method).lower()
     if key not in METHODS:
-        raise ValueError(f"unknown conversion method {method!r}; known: {', '.join(list_methods())}")
+        known = ", ".join(list_methods())
+        raise ValueError(f"unknown conversion method {method!r}; known: {known}")
     cls = METHODS[key]
     accepted = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
     unknown = sorted(set(params) - set(accepted))

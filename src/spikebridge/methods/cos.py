@@ -112,25 +112,43 @@ class OffsetSpikeCalibration:
         constant: bool,
         reset: str,
     ) -> torch.Tensor:
-        """Calibrated ``v(0)`` for every neuron of the batch (methods.md §4.5 stage 1)."""
+        """Calibrated ``v(0)`` for every neuron of the batch (methods.md §4.5 stage 1).
+
+        The full layer is pre-simulated once without bookkeeping (the plain IF update plus a
+        spike count); Theorem 2's extrema are then computed only for the neurons Theorem 1
+        flags, gathered into a compact tensor — usually a small fraction of the layer — so the
+        calibration costs little more than ρ ordinary steps.
+        """
         if self.iterations == 0:
             return v0
-        lightweight = self.variant == "lightweight"
-        first = integrate_and_fire(
-            currents, threshold, v0, self.rho, constant=constant, reset=reset,
-            record_output=False, track_extrema=not lightweight,
-        )
-        if lightweight:
+        first = integrate_and_fire(currents, threshold, v0, self.rho, constant=constant,
+                                   reset=reset, record_output=False, track_count=True)
+        if self.variant == "lightweight":
             return first.v
+        v_res, n_first = first.v.reshape(-1), first.count.reshape(-1)
+        down = (v_res < 0) & (n_first >= 1)  # Theorem 1 (i): too many spikes
+        up = (v_res >= threshold) & (n_first < self.rho)  # Theorem 1 (ii): too few spikes
+        flagged = (down | up).nonzero().squeeze(1)
+        if flagged.numel() == 0:
+            return v0
+        frames = currents.reshape(-1)[flagged] if constant else (
+            currents[: self.rho].reshape(self.rho, -1)[:, flagged]
+        )
+        start = self._shift(frames, threshold, v0.reshape(-1)[flagged], v_res[flagged],
+                            n_first[flagged], constant=constant, reset=reset)
+        calibrated = v0.reshape(-1).clone()
+        calibrated[flagged] = start
+        return calibrated.view(v0.shape)
+
+    def _shift(
+        self, frames: torch.Tensor, threshold: float, start: torch.Tensor, v_res: torch.Tensor,
+        n_first: torch.Tensor, *, constant: bool, reset: str,
+    ) -> torch.Tensor:
+        """Theorem 2 shifts, repeated for up to ``iterations`` rounds (§4.6), on flagged neurons."""
         eps = self.epsilon * threshold
-        v_res, n_first = first.v, first.count
-        trace, start = first, v0
         for k in range(1, self.iterations + 1):
-            if k > 1:
-                trace = integrate_and_fire(
-                    currents, threshold, start, self.rho, constant=constant, reset=reset,
-                    record_output=False, track_extrema=True,
-                )
+            trace = integrate_and_fire(frames, threshold, start, self.rho, constant=constant,
+                                       reset=reset, record_output=False, track_extrema=True)
             go_down = (v_res < -(k - 1) * threshold) & (n_first > k - 1) & (trace.count >= 1)
             go_up = (v_res >= k * threshold) & (trace.silent_max > -math.inf)
             if not bool((go_down | go_up).any()):

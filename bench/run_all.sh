@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Re-run every benchmark whose numbers are quoted in docs/benchmarks.md (≈45 min on 2 CPU cores).
+# Results land in bench/results/; docs/benchmarks.md quotes them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SB=.venv/bin/spikebridge
+PY=.venv/bin/python
+R=bench/results
+mkdir -p "$R"
+# 1. Shipped model: ANN vs QCFS vs COS (ρ = 4) on the full 10k test set.
+$SB compare --methods qcfs,cos --rho 4 --T 1,2,4,8,16,32 --out "$R/shipped_compare" --quiet
+# 2. Offset spikes / Ratio / MSE with 0, 1, 2, 4 iterations (T = L = 4), 2000 test images.
+$SB analyse --limit 2000 --iterations 0,1,2,4 --out "$R/shipped_analyse" --quiet
+# 3. Simulation cost vs 32 × BN-folded ANN forward; COS calibration cost.
+$PY bench/simulation_cost.py --T 32 --out "$R/simulation_cost.json"
+$PY bench/cos_cost.py --out "$R/cos_cost.json"
+# 4. A model "of the kind" in the COS issue: 4-conv, L = 4, 3 epochs; and L / length variants.
+for spec in "L4_3ep qcfs:L=4,theta=2 3" "L8_3ep qcfs:L=8,theta=2 3" "L2_3ep qcfs:L=2,theta=2 3"; do
+  set -- $spec
+  [ -f "$R/models/$1/config.json" ] || $SB train --out "$R/models/$1" --activation "$2" --epochs "$3" --quiet
+  $SB compare --model "$R/models/$1" --methods qcfs,cos --rho 4 --T 1,2,4,8 --out "$R/compare_$1" --quiet
+done
