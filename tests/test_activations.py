@@ -40,7 +40,7 @@ def test_qcfs_gradients_follow_autograd_ste_reading():
             zs.grad = None
         out = act(zs)
         out[i].backward()
-        z = float(zs[i])
+        z = float(zs[i].detach())
         inside = -half <= z < theta + half
         assert float(zs.grad[i]) == (1.0 if inside else 0.0)
         expected_dtheta = (float(out[i]) - z) / theta if inside else (1.0 if z >= theta else 0.0)

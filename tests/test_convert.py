@@ -9,6 +9,7 @@ from torch import nn
 
 import spikebridge as sb
 from spikebridge.activations import QCFS, ActivationSpec
+from spikebridge.analysis import offset_spikes
 from spikebridge.batchnorm_folding import fold_batchnorm
 from spikebridge.convert import fold_graph_batchnorms, trace
 from spikebridge.models import create_model
@@ -114,6 +115,30 @@ def test_functional_relu_and_residual_add_are_converted():
     assert sorted(float(n.threshold) for n in named.neurons().values()) == [0.5, 2.0]
     with pytest.raises(ValueError, match="unknown activation"):
         sb.convert(model, thresholds={"nope": 1.0})
+
+
+class SharedReLU(nn.Module):
+    """torchvision-style: one nn.ReLU module called twice."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.fc2, self.fc3 = nn.Linear(3, 4), nn.Linear(4, 4), nn.Linear(4, 2)
+        self.relu = nn.ReLU()
+
+    def forward(self, x):
+        return self.fc3(self.relu(self.fc2(self.relu(self.fc1(x)))))
+
+
+def test_shared_activation_module_gets_one_neuron_per_call():
+    snn = sb.convert(SharedReLU(), thresholds=1.0)
+    neurons = snn.neurons()
+    assert list(neurons) == ["relu", "relu_call"]
+    assert neurons["relu"] is not neurons["relu_call"]
+    assert snn.sources == {"relu": "relu", "relu_call": "relu"}
+    x = torch.randn(3, 3)
+    assert torch.equal(sb.simulate(snn, x, 5, mode="step"), sb.simulate(snn, x, 5, mode="layer"))
+    with pytest.raises(ValueError, match="called more than once"):
+        offset_spikes(SharedReLU(), snn, x, 4)
 
 
 def test_relu_without_threshold_is_a_clear_error():

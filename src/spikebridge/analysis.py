@@ -67,6 +67,13 @@ def offset_spikes(
             f"offset analysis needs activation modules in the ANN; {missing} are functional "
             "calls (F.relu) or not part of this ANN"
         )
+    shared = sorted({src for src in snn.sources.values()
+                     if list(snn.sources.values()).count(src) > 1})
+    if shared:
+        raise ValueError(
+            f"offset analysis reads each neuron's ANN activation from the module it replaced, "
+            f"but {shared} is called more than once in the ANN; give every call its own module"
+        )
     neurons = snn.neurons()
     ann_out: dict[str, torch.Tensor] = {}
     snn_out: dict[str, torch.Tensor] = {}

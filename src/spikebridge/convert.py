@@ -322,16 +322,21 @@ def convert(
     sources: dict[str, str] = {}
     for node, site in sites:
         neuron: IFNeuron = recipe.neuron(_resolve_threshold(site, thresholds))
-        if node.op == "call_module":
+        if node.op == "call_module" and node.target not in sources:
             _set_module(gm, node.target, neuron)
             sources[node.target] = site.name
             continue
-        name = site.name
-        while hasattr(gm, name):
-            name += "_if"
+        # A functional call (F.relu), or a module activation called more than once (a shared
+        # nn.ReLU): every call site gets its own neuron, since each has its own membrane state.
+        base = site.name.replace(".", "_") + ("_call" if node.op == "call_module" else "")
+        name, k = base, 1
+        while hasattr(gm, name) or name in sources:
+            k += 1
+            name = f"{base}{k}"
         gm.add_submodule(name, neuron)
+        current = node.args[0] if node.args else node.kwargs.get("input")
         with gm.graph.inserting_after(node):
-            new_node = gm.graph.call_module(name, (node.args[0],))
+            new_node = gm.graph.call_module(name, (current,))
         node.replace_all_uses_with(new_node)
         gm.graph.erase_node(node)
         sources[name] = site.name

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from spikebridge.models import register_model
+from spikebridge.models.initialization import init_conv_bn
 
 __all__ = ["BasicBlock", "ResNet", "resnet18", "resnet20", "resnet34"]
 
@@ -88,12 +89,7 @@ class ResNet(nn.Module):
         self.layers = nn.Sequential(*stages)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(channels, num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_conv_bn(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.act1(self.bn1(self.conv1(x)))

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from spikebridge.models import register_model
+from spikebridge.models.initialization import init_conv_bn
 
 __all__ = ["FashionCNN", "fashion_cnn"]
 
@@ -59,21 +60,12 @@ class FashionCNN(nn.Module):
             activation(),
             nn.Linear(128, num_classes),
         )
-        _init_weights(self)
+        init_conv_bn(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.features(x)
         x = torch.flatten(x, 1)
         return self.classifier(x)
-
-
-def _init_weights(model: nn.Module) -> None:
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        elif isinstance(m, nn.BatchNorm2d | nn.BatchNorm1d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
 
 
 @register_model("fashion_cnn")

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from spikebridge.models import register_model
+from spikebridge.models.initialization import init_conv_bn
 
 __all__ = ["VGG", "VGG16_CFG", "vgg16"]
 
@@ -61,12 +62,7 @@ class VGG(nn.Module):
             nn.Dropout(0.5),
             nn.Linear(4096, num_classes),
         )
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_conv_bn(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.features(x)
