@@ -43,7 +43,8 @@ def test_qcfs_gradients_follow_autograd_ste_reading():
         z = float(zs[i].detach())
         inside = -half <= z < theta + half
         assert float(zs.grad[i]) == (1.0 if inside else 0.0)
-        expected_dtheta = (float(out[i]) - z) / theta if inside else (1.0 if z >= theta else 0.0)
+        a = float(out[i].detach())
+        expected_dtheta = (a - z) / theta if inside else (1.0 if z >= theta else 0.0)
         assert float(act.theta.grad) == pytest.approx(expected_dtheta, abs=1e-12)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import math
 
 import pytest
@@ -12,7 +13,7 @@ from torch import nn
 
 import spikebridge as sb
 from spikebridge.activations import QCFS
-from spikebridge.analysis import analyse_offsets
+from spikebridge.analysis import analyse_offsets, offset_spikes
 from spikebridge.methods.cos import OffsetSpikeCalibration, down_shift, offset_sign, up_shift
 from spikebridge.models import create_model
 from spikebridge.neurons import integrate_and_fire
@@ -157,6 +158,19 @@ def test_cos_reduces_offset_spikes_and_iterations_help():
         first = report.layers[list(report.layers)[0]]
         assert first["ratio"] == pytest.approx(1.0, abs=1e-3)  # constant input: exact (§3.5)
     assert ratios[1] > ratios[0] and ratios[3] >= ratios[1] - 0.01
+
+
+def test_offset_analysis_of_a_batch_larger_than_a_simulation_chunk(monkeypatch):
+    model = _trained_like_model(3)
+    snn = sb.convert(model, "cos", rho=4)
+    x = torch.randn(7, 1, 28, 28)
+    whole, out_whole = offset_spikes(model, snn, x, 4)
+    simulate_module = importlib.import_module("spikebridge.simulate")
+    monkeypatch.setattr(simulate_module, "LAYER_MODE_FOLDED_BATCH", 8)  # chunks of 2 samples
+    chunked, out_chunked = offset_spikes(model, snn, x, 4)
+    assert torch.equal(out_whole, out_chunked)
+    assert all(torch.equal(whole[name], chunked[name]) for name in whole)
+    assert next(iter(whole.values())).shape[0] == 7
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [

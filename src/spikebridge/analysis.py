@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from .convert import convert
 from .network import SpikingNetwork
-from .simulate import check_steps, correct_over_time, simulate
+from .simulate import check_steps, correct_over_time, layer_chunk_size, simulate
 
 __all__ = [
     "LayerOffsets",
@@ -74,7 +74,19 @@ def offset_spikes(
             f"offset analysis reads each neuron's ANN activation from the module it replaced, "
             f"but {shared} is called more than once in the ANN; give every call its own module"
         )
+    # simulate() would split a large batch into chunks, and the hooks below would only see the
+    # last one: chunk here instead, the same way.
+    chunk = layer_chunk_size(snn.frames_needed(steps))
+    parts = [_offsets_of_batch(ann_modules, snn, part, steps) for part in x.split(chunk)]
+    offsets = {name: torch.cat([p[0][name] for p in parts]) for name in parts[0][0]}
+    return offsets, torch.cat([p[1] for p in parts], dim=1)
+
+
+def _offsets_of_batch(
+    ann_modules: dict[str, nn.Module], snn: SpikingNetwork, x: torch.Tensor, steps: int
+) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     neurons = snn.neurons()
+    ann = ann_modules[""]
     ann_out: dict[str, torch.Tensor] = {}
     snn_out: dict[str, torch.Tensor] = {}
     handles = _capture({n: ann_modules[snn.sources[n]] for n in neurons}, ann_out)

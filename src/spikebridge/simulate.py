@@ -35,6 +35,7 @@ __all__ = [
     "check_steps",
     "correct_over_time",
     "evaluate",
+    "layer_chunk_size",
     "preferred_mode",
     "resolve_mode",
     "simulate",
@@ -108,11 +109,15 @@ def simulate(
         raise ValueError("x must be a tensor with a batch dimension, e.g. [B, C, H, W]")
     mode = resolve_mode(snn, mode, x.device)
     if mode != "step":
-        frames = snn.frames_needed(steps if mode == "layer" else 1)
-        chunk = max(1, LAYER_MODE_FOLDED_BATCH // frames)
+        chunk = layer_chunk_size(snn.frames_needed(steps if mode == "layer" else 1))
         if x.shape[0] > chunk:
             return torch.cat([_simulate(snn, part, steps, mode) for part in x.split(chunk)], dim=1)
     return _simulate(snn, x, steps, mode)
+
+
+def layer_chunk_size(frames: int) -> int:
+    """Samples per chunk in layer-wise execution: ``frames × chunk <= LAYER_MODE_FOLDED_BATCH``."""
+    return max(1, LAYER_MODE_FOLDED_BATCH // frames)
 
 
 def _simulate(snn: SpikingNetwork, x: torch.Tensor, steps: int, mode: str) -> torch.Tensor:
