@@ -20,3 +20,4 @@ for spec in "L4_3ep qcfs:L=4,theta=2 3" "L8_3ep qcfs:L=8,theta=2 3" "L2_3ep qcfs
   [ -f "$R/models/$1/config.json" ] || $SB train --out "$R/models/$1" --activation "$2" --epochs "$3" --quiet
   $SB compare --model "$R/models/$1" --methods qcfs,cos --rho 4 --T 1,2,4,8 --out "$R/compare_$1" --quiet
 done
+$SB compare --model "$R/models/L8_3ep" --methods cos --rho 8 --T 1,2,4,8 --out "$R/compare_L8_3ep_rho8" --quiet

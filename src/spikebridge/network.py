@@ -128,6 +128,6 @@ class SpikingNetwork(nn.Module):
         return super()._apply(fn, recurse)
 
     def __getstate__(self) -> dict:
-        state = super().__getstate__()
+        state = dict(super().__getstate__())  # a copy: never touch the live cache
         state["_split"] = None
         return state

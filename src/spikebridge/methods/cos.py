@@ -126,9 +126,7 @@ class OffsetSpikeCalibration:
         if self.variant == "lightweight":
             return first.v
         v_res, n_first = first.v.reshape(-1), first.count.reshape(-1)
-        down = (v_res < 0) & (n_first >= 1)  # Theorem 1 (i): too many spikes
-        up = (v_res >= threshold) & (n_first < self.rho)  # Theorem 1 (ii): too few spikes
-        flagged = (down | up).nonzero().squeeze(1)
+        flagged = offset_sign(v_res, n_first, self.rho, threshold).nonzero().squeeze(1)
         if flagged.numel() == 0:
             return v0
         frames = currents.reshape(-1)[flagged] if constant else (
