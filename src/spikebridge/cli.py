@@ -325,6 +325,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         train(TrainConfig(**shipped), args.model, data_dir=args.data_dir,
               progress=not args.quiet, device=args.device,
               command="spikebridge " + shlex.join(sys.argv[1:]))
+    model = args.model or SHIPPED_MODEL_DIR
+    subset = "all" if args.limit is None else f"a fixed random subset of {args.limit}"
+    print(f"spikebridge demo: model {model}\n"
+          f"converting it to an SNN (IF neurons) and simulating {subset} Fashion-MNIST test "
+          f"images for T = {','.join(map(str, args.T))} with plain QCFS and with COS "
+          f"(ρ = {args.rho}); `--limit 0` uses all 10 000.")
     records = _run_methods(args, ["qcfs", "cos"], args.T)
     print(format_accuracy_table(records))
     _write_comparison(records, args.out)
