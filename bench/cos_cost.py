@@ -11,23 +11,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import torch
+from common import model_and_batches, wall_seconds
 
 import spikebridge as sb
-from spikebridge.checkpoint import load_checkpoint
-from spikebridge.data import BatchLoader, load_dataset
 from spikebridge.shipped import SHIPPED_MODEL_DIR
 
 
 def seconds(snn, batches, steps, mode) -> float:
-    sb.simulate(snn, batches[0], steps, mode=mode)  # warm-up
-    start = time.perf_counter()
-    for x in batches:
-        sb.simulate(snn, x, steps, mode=mode)
-    return time.perf_counter() - start
+    return wall_seconds(lambda x: sb.simulate(snn, x, steps, mode=mode), batches)
 
 
 def main() -> None:
@@ -39,15 +33,13 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=SHIPPED_MODEL_DIR)
     parser.add_argument("--out", type=Path, default=Path("bench/results/cos_cost.json"))
     args = parser.parse_args()
-    ann, config = load_checkpoint(args.model)
-    test = load_dataset(config["dataset"], "test").subset(args.limit, seed=0)
-    batches = [x for x, _ in BatchLoader(test, args.batch_size)]
+    ann, batches = model_and_batches(args.model, args.limit, args.batch_size)
     qcfs = sb.convert(ann, "qcfs")
     cos = sb.convert(ann, "cos", rho=args.rho)
     light = sb.convert(ann, "cos", rho=args.rho, variant="lightweight")
     rows = []
     for steps in (int(t) for t in args.T.split(",")):
-        row = {"T": steps, "rho": args.rho, "n_samples": len(test),
+        row = {"T": steps, "rho": args.rho, "n_samples": sum(len(x) for x in batches),
                "qcfs_step_s": seconds(qcfs, batches, steps, "step"),
                "qcfs_layer_s": seconds(qcfs, batches, steps, "layer"),
                "cos_s": seconds(cos, batches, steps, "layer"),

@@ -13,23 +13,14 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import time
 from pathlib import Path
 
 import torch
+from common import model_and_batches, wall_seconds
 
 import spikebridge as sb
-from spikebridge.checkpoint import load_checkpoint
 from spikebridge.convert import fold_graph_batchnorms, trace
-from spikebridge.data import BatchLoader, load_dataset
 from spikebridge.shipped import SHIPPED_MODEL_DIR
-
-
-def timed(fn, batches) -> float:
-    start = time.perf_counter()
-    for x in batches:
-        fn(x)
-    return time.perf_counter() - start
 
 
 def main() -> None:
@@ -40,9 +31,7 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=SHIPPED_MODEL_DIR)
     parser.add_argument("--out", type=Path, default=Path("bench/results/simulation_cost.json"))
     args = parser.parse_args()
-    ann, config = load_checkpoint(args.model)
-    test = load_dataset(config["dataset"], "test").subset(args.limit, seed=0)
-    batches = [x for x, _ in BatchLoader(test, args.batch_size)]
+    ann, batches = model_and_batches(args.model, args.limit, args.batch_size)
     folded = trace(ann)
     fold_graph_batchnorms(folded)
     folded.eval()
@@ -54,16 +43,16 @@ def main() -> None:
 
     snn = sb.convert(ann, "qcfs")
     cos = sb.convert(ann, "cos", rho=4)
-    timed(ann_T, batches[:1])  # warm-up
-    results = {"T": args.T, "n_samples": len(test), "batch_size": args.batch_size,
+    results = {"T": args.T, "n_samples": sum(len(x) for x in batches),
+               "batch_size": args.batch_size,
                "threads": torch.get_num_threads(), "torch": torch.__version__,
                "machine": platform.processor() or platform.machine()}
-    results["ann_x_T_seconds"] = timed(ann_T, batches)
+    results["ann_x_T_seconds"] = wall_seconds(ann_T, batches)
     for mode in ("step", "layer"):
-        sb.simulate(snn, batches[0], args.T, mode=mode)
-        results[f"snn_{mode}_seconds"] = timed(lambda x, m=mode: sb.simulate(snn, x, args.T,
-                                                                            mode=m), batches)
-    results["cos_rho4_seconds"] = timed(lambda x: sb.simulate(cos, x, args.T), batches)  # auto
+        results[f"snn_{mode}_seconds"] = wall_seconds(
+            lambda x, m=mode: sb.simulate(snn, x, args.T, mode=m), batches
+        )
+    results["cos_rho4_seconds"] = wall_seconds(lambda x: sb.simulate(cos, x, args.T), batches)
     base = results["ann_x_T_seconds"]
     for key in ("snn_step_seconds", "snn_layer_seconds", "cos_rho4_seconds"):
         results[key.replace("_seconds", "_ratio")] = results[key] / base

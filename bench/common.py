@@ -1,0 +1,31 @@
+"""Shared by the timing benchmarks: the model, its test batches, and a wall-clock timer."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from spikebridge.checkpoint import load_checkpoint
+from spikebridge.data import BatchLoader, load_dataset
+
+
+def model_and_batches(
+    model_dir: Path, limit: int, batch_size: int
+) -> tuple[nn.Module, list[torch.Tensor]]:
+    """The checkpoint's ANN and a fixed random subset of its test set, as input batches."""
+    ann, config = load_checkpoint(model_dir)
+    test = load_dataset(config["dataset"], "test").subset(limit, seed=0)
+    return ann, [x for x, _ in BatchLoader(test, batch_size)]
+
+
+def wall_seconds(fn: Callable[[torch.Tensor], object], batches: list[torch.Tensor]) -> float:
+    """Seconds to call ``fn`` on every batch, after one warm-up call on the first batch."""
+    fn(batches[0])
+    start = time.perf_counter()
+    for x in batches:
+        fn(x)
+    return time.perf_counter() - start
