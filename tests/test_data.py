@@ -196,9 +196,13 @@ def test_missing_files_raise_dataset_not_found(tmp_path):
     assert "apt-get install dataset-fashion-mnist" in message
     assert str(data_dir) in message
     assert "train-images-idx3-ubyte" in message
-    assert str(datasets_module.FASHION_MNIST_SYSTEM_DIR) in message
+    # an explicit directory is authoritative: no silent fallback to another copy of the data
+    assert datasets_module.FASHION_MNIST_SYSTEM_DIR not in info.value.searched
     assert isinstance(info.value, FileNotFoundError)
     assert data_dir in info.value.searched
+    with pytest.raises(DatasetNotFoundError) as default_info:
+        load_dataset("fashion-mnist")
+    assert str(datasets_module.FASHION_MNIST_SYSTEM_DIR) in str(default_info.value)
     # picklable despite the custom constructor
     assert str(pickle.loads(pickle.dumps(info.value))) == message
 

@@ -2,9 +2,9 @@
 
 Known datasets (see :func:`list_datasets`):
 
-* ``fashion-mnist`` — 60000/10000 grey 28×28 images, 10 classes. Searched in the ``data_dir``
-  argument, then ``$SPIKEBRIDGE_DATA_DIR``, then the Debian package ``dataset-fashion-mnist``
-  (``/usr/share/datasets/fashion-mnist``).
+* ``fashion-mnist`` — 60000/10000 grey 28×28 images, 10 classes. Read from the ``data_dir``
+  argument when one is given (and only there); otherwise from ``$SPIKEBRIDGE_DATA_DIR``, then
+  the Debian package ``dataset-fashion-mnist`` (``/usr/share/datasets/fashion-mnist``).
 * ``mnist`` — 60000/10000 grey 28×28 digits, 10 classes; only from ``data_dir`` or
   ``$SPIKEBRIDGE_DATA_DIR`` (there is no system copy).
 * ``digits`` — scikit-learn's 1797 grey 8×8 digits, split 1437/360 with a fixed permutation.
@@ -257,10 +257,11 @@ def _find_file(directory: Path, stem: str) -> Path | None:
 
 
 def _search_roots(data_dir: str | Path | None, system_dirs: tuple[Path, ...]) -> list[Path]:
-    """Search roots in order: ``data_dir``, ``$SPIKEBRIDGE_DATA_DIR``, then ``system_dirs``."""
-    roots: list[Path] = []
+    """``data_dir`` alone when given (an explicit directory is never silently replaced by
+    another copy of the data); otherwise ``$SPIKEBRIDGE_DATA_DIR``, then ``system_dirs``."""
     if data_dir is not None:
-        roots.append(Path(data_dir).expanduser())
+        return [Path(data_dir).expanduser()]
+    roots: list[Path] = []
     env = os.environ.get(DATA_DIR_ENV, "").strip()
     if env:
         roots.append(Path(env).expanduser())
