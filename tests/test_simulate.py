@@ -38,6 +38,17 @@ def test_step_and_layer_modes_are_bit_identical(name, shape):
     assert stepped.abs().sum() > 0  # spikes reached the output
 
 
+@pytest.mark.parametrize("name", ["vgg16", "resnet18", "resnet34"])
+def test_every_cifar_model_converts_and_runs_both_ways(name):
+    model = _random_qcfs_model(name, 3)
+    snn = sb.convert(model, "cos", rho=2)
+    x = torch.randn(2, 3, 32, 32)
+    assert len(snn.neurons()) == {"vgg16": 15, "resnet18": 17, "resnet34": 33}[name]
+    assert torch.equal(sb.simulate(snn, x, 3, mode="layer"), sb.simulate(snn, x, 3, mode="hybrid"))
+    qcfs = sb.convert(model)
+    assert torch.equal(sb.simulate(qcfs, x, 3, mode="layer"), sb.simulate(qcfs, x, 3, mode="step"))
+
+
 def test_first_layer_runs_once_in_the_time_invariant_prefix():
     snn = sb.convert(_random_qcfs_model("fashion_cnn", 1))
     prefix_targets = [n.target for n in snn.split.prefix.graph.nodes if n.op == "call_module"]
