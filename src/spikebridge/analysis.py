@@ -17,6 +17,7 @@ paper's Table 3 is the last IF layer.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -67,8 +68,7 @@ def offset_spikes(
             f"offset analysis needs activation modules in the ANN; {missing} are functional "
             "calls (F.relu) or not part of this ANN"
         )
-    shared = sorted({src for src in snn.sources.values()
-                     if list(snn.sources.values()).count(src) > 1})
+    shared = sorted(src for src, n in Counter(snn.sources.values()).items() if n > 1)
     if shared:
         raise ValueError(
             f"offset analysis reads each neuron's ANN activation from the module it replaced, "
@@ -77,19 +77,21 @@ def offset_spikes(
     # simulate() would split a large batch into chunks, and the hooks below would only see the
     # last one: chunk here instead, the same way.
     chunk = layer_chunk_size(snn.frames_needed(steps))
-    parts = [_offsets_of_batch(ann_modules, snn, part, steps) for part in x.split(chunk)]
+    activations = {name: ann_modules[src] for name, src in snn.sources.items()}
+    parts = [_offsets_of_batch(ann, activations, snn, part, steps) for part in x.split(chunk)]
     offsets = {name: torch.cat([p[0][name] for p in parts]) for name in parts[0][0]}
     return offsets, torch.cat([p[1] for p in parts], dim=1)
 
 
 def _offsets_of_batch(
-    ann_modules: dict[str, nn.Module], snn: SpikingNetwork, x: torch.Tensor, steps: int
+    ann: nn.Module, activations: dict[str, nn.Module], snn: SpikingNetwork, x: torch.Tensor,
+    steps: int,
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """ψ on one chunk; ``activations`` maps each neuron name to the ANN module it replaced."""
     neurons = snn.neurons()
-    ann = ann_modules[""]
     ann_out: dict[str, torch.Tensor] = {}
     snn_out: dict[str, torch.Tensor] = {}
-    handles = _capture({n: ann_modules[snn.sources[n]] for n in neurons}, ann_out)
+    handles = _capture(activations, ann_out)
     try:
         with torch.inference_mode():
             ann.eval()(x)

@@ -114,9 +114,8 @@ class SpikingNetwork(nn.Module):
 
     def frames_needed(self, steps: int) -> int:
         """Input frames to simulate so that a calibrating neuron can read its first ρ frames."""
-        extra = [getattr(n.calibration, "rho", 0) for n in self.neurons().values()
-                 if n.calibration is not None and n.calibration.presimulation_steps() > 0]
-        return max([steps, *extra])
+        return max([steps, *(n.calibration.frames_read() for n in self.neurons().values()
+                             if n.calibration is not None)])
 
     def forward(self, x: torch.Tensor, steps: int, mode: str = "auto") -> torch.Tensor:
         from .simulate import simulate

@@ -118,7 +118,7 @@ def integrate_and_fire(
             output = v.new_empty((steps * v.shape[0], *v.shape[1:])).contiguous(
                 memory_format=torch.channels_last
             ).view(steps, *v.shape)
-    scratch = v.new_empty(v.shape)
+    scratch = v.new_empty(v.shape) if output is None else None
     count = fired_min = silent_max = None
     if track_count or track_extrema:
         count = torch.zeros_like(v)
@@ -159,8 +159,8 @@ class InitialPotentialCalibration(Protocol):
         """Return the calibrated initial potential, same shape as ``v0``."""
         ...
 
-    def presimulation_steps(self) -> int:
-        """How many input frames the calibration needs (ρ)."""
+    def frames_read(self) -> int:
+        """How many input frames the calibration reads before the real run (ρ; 0 if none)."""
         ...
 
 

@@ -98,7 +98,12 @@ class OffsetSpikeCalibration:
         if self.variant == "shift" and not 0.0 < self.epsilon < 1.0:
             raise ValueError(f"COS epsilon (fraction of θ) must lie in (0, 1), got {self.epsilon}")
 
+    def frames_read(self) -> int:
+        """Input frames stage 1 reads: ρ (every iteration replays the same ρ frames)."""
+        return self.rho if self.iterations > 0 else 0
+
     def presimulation_steps(self) -> int:
+        """Pre-simulation steps per layer for latency accounting: ρ·iterations (ρ if light)."""
         if self.iterations == 0:
             return 0
         return self.rho if self.variant == "lightweight" else self.rho * self.iterations
