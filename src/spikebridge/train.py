@@ -219,7 +219,6 @@ def train(
             f"train {record['train_accuracy']:.2%}, test {test_acc:.2%} "
             f"({record['seconds']:.0f} s)"
         )
-        model.to(memory_format=torch.contiguous_format)
         config = _checkpoint_config(cfg, model, train_set, epoch + 1, history, command)
         save_checkpoint(out_dir, model, config)
         save_train_state(out_dir, {
@@ -227,5 +226,4 @@ def train(
             "scheduler": scheduler.state_dict(),
             "epoch": epoch + 1,
         })
-        model.to(memory_format=memory_format)
     return config
