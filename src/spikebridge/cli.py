@@ -26,6 +26,12 @@ Run `spikebridge COMMAND --help` for the options of each command.
 """
 
 
+def _method_names() -> list[str]:
+    from .methods import list_methods
+
+    return list_methods()
+
+
 def _int_list(text: str) -> list[int]:
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
@@ -48,8 +54,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train", help="train an ANN with a spiking-friendly activation (QCFS by default)",
         description="Train an ANN (SGD + momentum, cosine schedule, weight decay) and write a "
-        "checkpoint directory: model.safetensors + config.json (+ train_state.pt for --resume). "
-        "Files are written atomically after every epoch.",
+        "checkpoint directory: model.safetensors + config.json + train_state.pt (for --resume), "
+        "signed by manifest.json (SHA-256 of each) and committed as one atomic snapshot after "
+        "every epoch (docs/reliability.md). An existing checkpoint is only continued "
+        "(--resume) or replaced (--overwrite); the directory is locked while training runs.",
     )
     p.add_argument("--out", required=True, type=Path, help="checkpoint directory to write")
     p.add_argument("--model", default="fashion_cnn", help="architecture (default fashion_cnn; "
@@ -73,6 +81,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-channels-last", action="store_true",
                    help="keep NCHW memory format (channels_last is faster on CPU)")
     p.add_argument("--resume", action="store_true", help="continue from the last finished epoch")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the checkpoint already in --out (kept until the first new "
+                   "epoch is committed)")
+    p.add_argument("--allow-unverified", action="store_true",
+                   help="with --resume: accept a checkpoint without (matching) SHA-256 hashes "
+                   "(also: SPIKEBRIDGE_ALLOW_UNVERIFIED=1)")
     _add_common(p)
     p.set_defaults(func=_cmd_train)
 
@@ -91,27 +105,36 @@ def _cmd_train(args: argparse.Namespace) -> int:
     )
     command = "spikebridge " + shlex.join(sys.argv[1:]) if sys.argv[1:] else None
     config = train(cfg, args.out, data_dir=args.data_dir, resume=args.resume,
+                   overwrite=args.overwrite, allow_unverified=args.allow_unverified or None,
                    progress=not args.quiet, command=command, device=args.device)
     print(f"wrote {args.out} (test accuracy {config['test_accuracy']:.2%})")
     return 0
 
 
 def _add_model_and_data(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", type=Path, default=None,
-                   help="checkpoint directory from `spikebridge train` (default: the shipped "
-                   "Fashion-MNIST model)")
+    p.add_argument("--model", default=None,
+                   help="checkpoint directory from `spikebridge train`, or per method / per "
+                   "activation kind: relu=DIR1,qcfs=DIR2,cos=DIR3 (default: the shipped model "
+                   "of the kind each method needs)")
     p.add_argument("--data-dir", type=Path, default=None,
-                   help="directory with the dataset's IDX files (default: the Debian package's)")
+                   help="directory with the dataset's files (default: the Debian package's)")
     p.add_argument("--limit", type=int, default=None,
                    help="evaluate on a fixed random subset of N test images (default: all)")
     p.add_argument("--batch-size", type=int, default=250)
     p.add_argument("--mode", choices=("auto", "step", "layer", "hybrid"), default="auto",
                    help="execution: step-by-step, layer-wise, or hybrid (COS: first ρ frames "
                    "layer-wise, then step by step); auto picks the fastest the method allows")
+    p.add_argument("--calibration-samples", type=int, default=1000,
+                   help="training images that data-based methods (maxnorm, robustnorm, "
+                   "threshold-balancing, rmp, opi, ecc) measure their statistics on "
+                   "(default 1000)")
+    p.add_argument("--weight-bits", type=int, default=None,
+                   help="quantize every conv/linear weight to b-bit signed integers (2..16) "
+                   "after conversion (docs/methods.md §7.6); works with every method")
 
 
 def _add_cos_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("COS options (methods.md §4)")
+    g = p.add_argument_group("COS options (docs/methods.md §4)")
     g.add_argument("--rho", type=int, default=4, help="pre-simulation steps ρ (default 4)")
     g.add_argument("--iterations", type=int, default=1,
                    help="±1-spike corrections per neuron (default 1; 0 = plain QCFS)")
@@ -119,20 +142,98 @@ def _add_cos_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--epsilon", type=float, default=1e-3, help="ε as a fraction of θ")
 
 
-def _method_params(name: str, args: argparse.Namespace) -> dict:
-    if name == "cos":
-        return {"rho": args.rho, "iterations": args.iterations, "variant": args.variant,
-                "epsilon": args.epsilon}
-    return {}
+_METHODS_HELP = (
+    "conversion method, optionally with parameters as name:key=value[:key=value] "
+    "(e.g. rmp:scale=0.9, ecc:tre=0:cmb=0). Methods: {}. `spikebridge info` describes them; "
+    "docs/methods.md has every equation."
+)
 
 
-def _load(args: argparse.Namespace):
-    """(ANN, config, test loader, model label) for --model / --data-dir / --limit."""
+def _method_specs(text: str, args: argparse.Namespace) -> list:
+    """Parse ``--method(s)``; COS takes its defaults from --rho/--iterations/... flags."""
+    from .methods import MethodSpec, parse_method_spec
+
+    specs = [parse_method_spec(item) for item in text.split(",") if item.strip()]
+    if not specs:
+        raise ValueError("name at least one conversion method")
+    result = []
+    for spec in specs:
+        if spec.name == "cos":
+            flags = {"rho": args.rho, "iterations": args.iterations, "variant": args.variant,
+                     "epsilon": args.epsilon}
+            spec = MethodSpec("cos", {**flags, **spec.params})
+        result.append(spec)
+    return result
+
+
+def _model_choices(text: str | None) -> tuple[Path | None, dict[str, Path]]:
+    """``--model``: one directory for every method, and/or ``key=DIR`` pairs (method or kind)."""
+    default: Path | None = None
+    by_key: dict[str, Path] = {}
+    for item in filter(None, (part.strip() for part in (text or "").split(","))):
+        key, sep, value = item.partition("=")
+        if sep:
+            by_key[key.strip().lower()] = Path(value.strip())
+        elif default is None:
+            default = Path(item)
+        else:
+            raise ValueError(f"--model names two default directories ({default}, {item}); use "
+                             "key=DIR pairs (relu=DIR1,qcfs=DIR2) for several models")
+    return default, by_key
+
+
+def _shipped_model_for(kinds: tuple[str, ...]) -> Path | None:
+    """A model shipped in the package whose activation kind one of ``kinds`` is."""
+    from .checkpoint import CheckpointError, load_config
+    from .shipped import SHIPPED_MODEL_DIR, SHIPPED_WEIGHTS_ROOT
+
+    candidates = [SHIPPED_MODEL_DIR, *sorted(d for d in SHIPPED_WEIGHTS_ROOT.iterdir()
+                                             if d.is_dir() and d != SHIPPED_MODEL_DIR)]
+    for directory in candidates:
+        try:
+            kind = load_config(directory)["activation"]["kind"]
+        except (CheckpointError, KeyError, TypeError):
+            continue
+        if kind in kinds:
+            return directory
+    return None
+
+
+def _resolve_model(spec, args: argparse.Namespace) -> Path:
+    """The checkpoint directory a method runs on (see --model)."""
+    from .methods import METHODS
+
+    default, by_key = _model_choices(args.model)
+    method = METHODS[spec.name]
+    if spec.name in by_key:
+        return by_key[spec.name]
+    for kind in method.source_kinds:
+        if kind in by_key:
+            return by_key[kind]
+    if default is not None:
+        return default
+    shipped = _shipped_model_for(method.source_kinds)
+    if shipped is None:
+        raise ValueError(
+            f"no model given for method {spec.name!r} and none of the kind it needs "
+            f"({' / '.join(method.source_kinds)}) is shipped: train one with "
+            f"`{method.source_hint}` and pass --model {spec.name}=DIR"
+        )
+    return shipped
+
+
+def _load(args: argparse.Namespace, model_dir: Path | None = None):
+    """(ANN, config, test loader, model label) for a checkpoint and --data-dir / --limit."""
     from .checkpoint import load_checkpoint
     from .data import BatchLoader, load_dataset
     from .shipped import SHIPPED_MODEL_DIR
 
-    model_dir = args.model or SHIPPED_MODEL_DIR
+    if model_dir is None:
+        default, by_key = _model_choices(args.model)
+        if by_key:
+            raise ValueError("this command takes one --model directory, not key=DIR pairs")
+        model_dir = default
+    model_dir = model_dir or SHIPPED_MODEL_DIR
     ann, config = load_checkpoint(model_dir, device=args.device)
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit must be >= 1, got {args.limit}")
@@ -146,26 +247,55 @@ def _load(args: argparse.Namespace):
     return ann, config, BatchLoader(test, args.batch_size), label
 
 
-def _run_methods(args: argparse.Namespace, methods: list[str], steps: list[int]):
+def _calibration_data(args: argparse.Namespace, config: dict):
+    """Training images of the model's data set for data-based methods (fixed subset)."""
+    from .calibration import CalibrationData
+    from .data import BatchLoader, load_dataset
+
+    if args.calibration_samples < 1:
+        raise ValueError(f"--calibration-samples must be >= 1, got {args.calibration_samples}")
+    train = load_dataset(config["dataset"], "train", args.data_dir)
+    subset = train.subset(min(args.calibration_samples, len(train)), seed=0)
+    return CalibrationData(BatchLoader(subset, args.batch_size), len(subset),
+                           progress=not args.quiet)
+
+
+def _run_methods(args: argparse.Namespace, specs: list, steps: list[int]):
     import torch
 
     from .convert import convert
+    from .methods import get_method
     from .reporting import evaluation_record
     from .simulate import evaluate, resolve_mode
 
-    ann, config, loader, label = _load(args)
+    if args.weight_bits is not None:
+        from .quantization import check_bits
+
+        check_bits(args.weight_bits)
+    loaded: dict[Path, tuple] = {}
+    ann_accuracy: dict[Path, float | None] = {}
     records = []
-    for i, name in enumerate(methods):
-        snn = convert(ann, name, **_method_params(name, args))
-        result = evaluate(snn, loader, steps, ann=ann if i == 0 else None, mode=args.mode,
-                          device=args.device, progress=not args.quiet,
-                          description=f"{name}: simulating T={max(steps)}")
+    for spec in specs:
+        method = get_method(spec.name, **spec.params)
+        model_dir = _resolve_model(spec, args)
+        if model_dir not in loaded:
+            loaded[model_dir] = _load(args, model_dir)
+        ann, config, loader, label = loaded[model_dir]
+        calibration = _calibration_data(args, config) if method.needs_calibration_data() else None
+        snn = convert(ann, method, calibration_data=calibration, weight_bits=args.weight_bits,
+                      progress=not args.quiet)
+        result = evaluate(snn, loader, steps, ann=ann if model_dir not in ann_accuracy else None,
+                          mode=args.mode, device=args.device, progress=not args.quiet,
+                          description=f"{spec.label}: simulating T={max(steps)}")
+        if model_dir not in ann_accuracy:
+            ann_accuracy[model_dir] = result.ann_accuracy
+        extra = {"label": spec.label,
+                 "mode": resolve_mode(snn, args.mode, torch.device(args.device)),
+                 "device": str(args.device), "weight_bits": args.weight_bits,
+                 "calibration_samples": (None if calibration is None else calibration.samples)}
         record = evaluation_record(result, snn, steps, dataset=config["dataset"], model=label,
-                                   extra={"mode": resolve_mode(snn, args.mode,
-                                                               torch.device(args.device)),
-                                          "device": str(args.device)})
-        if i > 0:
-            record["ann_accuracy"] = records[0]["ann_accuracy"]
+                                   extra=extra)
+        record["ann_accuracy"] = ann_accuracy[model_dir]
         records.append(record)
     return records
 
@@ -178,7 +308,8 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         "layer) next to the ANN's.",
     )
     _add_model_and_data(p)
-    p.add_argument("--method", default="qcfs", help="qcfs (default) or cos")
+    p.add_argument("--method", default="qcfs", help="one " + _METHODS_HELP.format(
+        ", ".join(_method_names())) + " Default qcfs.")
     p.add_argument("--T", type=_int_list, default=[1, 2, 4, 8, 16, 32],
                    help="comma-separated time-steps (default 1,2,4,8,16,32)")
     p.add_argument("--json", type=Path, default=None, help="write the result record here")
@@ -190,7 +321,11 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .reporting import format_accuracy_table, write_json
 
-    records = _run_methods(args, [args.method.lower()], args.T)
+    specs = _method_specs(args.method, args)
+    if len(specs) != 1:
+        raise ValueError("evaluate takes one --method; use `spikebridge compare --methods` for "
+                         "several")
+    records = _run_methods(args, specs, args.T)
     print(format_accuracy_table(records))
     if args.json:
         write_json(args.json, records[0])
@@ -204,7 +339,8 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
         description="Evaluate several conversion methods on the same model and test images.",
     )
     _add_model_and_data(p)
-    p.add_argument("--methods", default="qcfs,cos", help="comma-separated (default qcfs,cos)")
+    p.add_argument("--methods", default="qcfs,cos", help="comma-separated; each a "
+                   + _METHODS_HELP.format(", ".join(_method_names())) + " Default qcfs,cos.")
     p.add_argument("--T", type=_int_list, default=[1, 2, 4, 8, 16, 32])
     p.add_argument("--out", type=Path, default=Path("out/compare"),
                    help="directory for results.json, results.csv, accuracy_vs_T.png")
@@ -225,10 +361,7 @@ def _write_comparison(records: list[dict], out: Path) -> None:
 def _cmd_compare(args: argparse.Namespace) -> int:
     from .reporting import format_accuracy_table
 
-    methods = [m.strip().lower() for m in args.methods.split(",") if m.strip()]
-    if not methods:
-        raise ValueError("--methods needs at least one method")
-    records = _run_methods(args, methods, args.T)
+    records = _run_methods(args, _method_specs(args.methods, args), args.T)
     print(format_accuracy_table(records))
     _write_comparison(records, args.out)
     return 0
@@ -301,7 +434,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mode", choices=("auto", "step", "layer", "hybrid"), default="auto")
     _add_cos_options(p)
     _add_common(p)
-    p.set_defaults(func=_cmd_demo)
+    p.set_defaults(func=_cmd_demo, calibration_samples=1000, weight_bits=None)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -326,12 +459,13 @@ def _cmd_demo(args: argparse.Namespace) -> int:
               progress=not args.quiet, device=args.device,
               command="spikebridge " + shlex.join(sys.argv[1:]))
     model = args.model or SHIPPED_MODEL_DIR
+    args.model = None if args.model is None else str(args.model)
     subset = "all" if args.limit is None else f"a fixed random subset of {args.limit}"
     print(f"spikebridge demo: model {model}\n"
           f"converting it to an SNN (IF neurons) and simulating {subset} Fashion-MNIST test "
           f"images for T = {','.join(map(str, args.T))} with plain QCFS and with COS "
           f"(ρ = {args.rho}); `--limit 0` uses all 10 000.")
-    records = _run_methods(args, ["qcfs", "cos"], args.T)
+    records = _run_methods(args, _method_specs("qcfs,cos", args), args.T)
     print(format_accuracy_table(records))
     _write_comparison(records, args.out)
     return 0
@@ -352,7 +486,14 @@ def _cmd_info(_args: argparse.Namespace) -> int:
     print(f"spikebridge {__version__}")
     print(f"models:   {', '.join(list_models())}")
     print(f"datasets: {', '.join(list_datasets())}")
-    print(f"methods:  {', '.join(list_methods())}")
+    from .methods import METHODS
+
+    print("methods (docs/methods.md):")
+    for name in list_methods():
+        method = METHODS[name]
+        print(f"  {name:<20} {method.summary}")
+        print(f"  {'':<20} converts: {' / '.join(method.source_kinds)} ANNs "
+              f"(make one: {method.source_hint})")
     print(f"shipped model: {SHIPPED_MODEL_DIR}")
     return 0
 

@@ -27,9 +27,11 @@ from torch import fx, nn
 
 from .activations import QCFS, ClippedReLU
 from .batchnorm_folding import FOLDABLE, fold_batchnorm
-from .methods import ActivationSite, ConversionMethod, get_method
+from .calibration import CalibrationData
+from .methods import ActivationSite, ConversionMethod, Preparation, get_method
 from .network import SpikingNetwork
 from .neurons import IFNeuron
+from .quantization import quantize_weights
 
 __all__ = [
     "UnsupportedLayerError",
@@ -125,8 +127,11 @@ def _where(node: fx.Node) -> str:
     return ""
 
 
-def fold_graph_batchnorms(gm: fx.GraphModule) -> None:
-    """Pass 1: fold BatchNorm into a directly preceding conv/linear with a single user."""
+def fold_graph_batchnorms(gm: fx.GraphModule, eps: float | None = None) -> None:
+    """Pass 1: fold BatchNorm into a directly preceding conv/linear with a single user.
+
+    ``eps``: ε for the fold (``None``: each BatchNorm's own; see :func:`fold_batchnorm`).
+    """
     for node in list(gm.graph.nodes):
         if node.op != "call_module" or not isinstance(gm.get_submodule(node.target), _BATCHNORMS):
             continue
@@ -138,7 +143,8 @@ def fold_graph_batchnorms(gm: fx.GraphModule) -> None:
             and len(producer.users) == 1
         ):
             layer = gm.get_submodule(producer.target)
-            _set_module(gm, producer.target, fold_batchnorm(layer, gm.get_submodule(node.target)))
+            bn = gm.get_submodule(node.target)
+            _set_module(gm, producer.target, fold_batchnorm(layer, bn, eps))
             node.replace_all_uses_with(producer)
             gm.graph.erase_node(node)
     gm.delete_all_unused_submodules()
@@ -288,14 +294,26 @@ def convert(
     method: str | ConversionMethod = "qcfs",
     *,
     thresholds: float | Mapping[str, float] | None = None,
+    calibration_data: CalibrationData | Any | None = None,
+    calibration_samples: int | None = 1000,
+    weight_bits: int | None = None,
+    progress: bool = False,
     **method_params: Any,
 ) -> SpikingNetwork:
-    """Convert a trained ANN into a spiking network (methods.md §2–§4).
+    """Convert a trained ANN into a spiking network (docs/methods.md §2–§7).
 
-    ``method``: ``"qcfs"`` (§3.3) or ``"cos"`` (§4; parameters ``rho``, ``iterations``,
-    ``variant``, ``epsilon``), or a :class:`~spikebridge.methods.ConversionMethod`.
+    ``method``: a registered name (``spikebridge.list_methods()``: ``"qcfs"`` §3.3, ``"cos"``
+    §4, ``"slip"`` §5, ``"strelu"`` §6, ``"ecc"`` §7.3–7.5, ``"maxnorm"``/``"robustnorm"``/
+    ``"threshold-balancing"``/``"rmp"``/``"opi"`` §7.9, …) with its parameters as keyword
+    arguments, or a :class:`~spikebridge.methods.ConversionMethod`.
     ``thresholds``: θ for activations without a trained threshold (plain ReLUs): one float for
     all of them, or ``{site name: θ}`` (which also overrides trained thresholds).
+    ``calibration_data``: for data-based methods (ECC and the classic baselines), the images their
+    normalization statistics are measured on — normally training images — as a
+    :class:`~spikebridge.calibration.CalibrationData` or any iterable of ``(x, y)`` batches, of
+    which the first ``calibration_samples`` images are used.
+    ``weight_bits``: quantize every conv/linear weight to ``b``-bit signed integers times a
+    per-layer step, after the method's normalization (§7.6).
 
     The ANN is not modified. The result is an ``nn.Module``; run it with
     :func:`spikebridge.simulate` / :func:`spikebridge.evaluate`.
@@ -303,15 +321,32 @@ def convert(
     if not isinstance(model, nn.Module):
         raise TypeError(f"convert() needs a torch.nn.Module, got {type(model).__name__}")
     recipe = get_method(method, **method_params)
+    if weight_bits is not None:
+        from .quantization import check_bits
+
+        check_bits(weight_bits)
+    data = None
+    if recipe.needs_calibration_data():
+        if calibration_data is None:
+            raise ValueError(
+                f"method {recipe.name!r} measures its normalization statistics on data: pass "
+                "calibration_data= (training images; CLI: taken from the model's training set, "
+                "--calibration-samples N)"
+            )
+        data = calibration_data if isinstance(calibration_data, CalibrationData) else (
+            CalibrationData(calibration_data, calibration_samples, progress)
+        )
     ann = copy.deepcopy(model).eval()
     gm = trace(ann)
-    fold_graph_batchnorms(gm)
+    fold_graph_batchnorms(gm, recipe.bn_epsilon())
     sites = find_activation_sites(gm)
     if not sites:
         raise UnsupportedLayerError(
             f"{type(model).__name__} has no activation layers, so there is nothing to turn into "
             "IF neurons (expected QCFS / ClippedReLU / ReLU activations)"
         )
+    recipe.check_source([_resolve_threshold(site, thresholds) for _, site in sites])
+    ann_graph = copy.deepcopy(gm) if data is not None else None
     if isinstance(thresholds, Mapping):
         unknown = sorted(set(thresholds) - {site.name for _, site in sites})
         if unknown:
@@ -320,11 +355,13 @@ def convert(
                 f"sites are {[site.name for _, site in sites]}"
             )
     sources: dict[str, str] = {}
+    ann_nodes: dict[str, str] = {}
     for node, site in sites:
         neuron: IFNeuron = recipe.neuron(_resolve_threshold(site, thresholds))
         if node.op == "call_module" and node.target not in sources:
             _set_module(gm, node.target, neuron)
             sources[node.target] = site.name
+            ann_nodes[node.target] = node.name
             continue
         # A functional call (F.relu), or a module activation called more than once (a shared
         # nn.ReLU): every call site gets its own neuron, since each has its own membrane state.
@@ -338,10 +375,18 @@ def convert(
         with gm.graph.inserting_after(node):
             new_node = gm.graph.call_module(name, (current,))
         node.replace_all_uses_with(new_node)
+        ann_nodes[name] = node.name
         gm.graph.erase_node(node)
         sources[name] = site.name
     gm.graph.eliminate_dead_code()
     gm.delete_all_unused_submodules()
     gm.graph.lint()
     gm.recompile()
-    return SpikingNetwork(gm, recipe, sources)
+    snn = SpikingNetwork(gm, recipe, sources)
+    if data is not None:
+        device = next((p.device for p in model.parameters()), torch.device("cpu"))
+        recipe.prepare(snn, Preparation(ann_graph, ann_nodes, data, device))
+    if weight_bits is not None:
+        snn.replace_network(quantize_weights(snn.network, weight_bits))
+        snn.weight_bits = int(weight_bits)
+    return snn

@@ -88,7 +88,22 @@ class SpikingNetwork(nn.Module):
         self.network = network
         self.method = method
         self.sources = dict(sources)
+        self.weight_bits: int | None = None
         self._split: TimeSplit | None = None
+
+    def replace_network(self, network: fx.GraphModule) -> None:
+        """Swap in a rewritten graph (normalized or quantized weights); same neuron names."""
+        self.network = network
+        self._split = None
+
+    def set_horizon(self, steps: int) -> None:
+        """Tell every neuron the length ``T`` of the coming run (ECC's TRE current is ηθ/T)."""
+        for neuron in self.neurons().values():
+            neuron.horizon = int(steps)
+
+    def horizon_dependent(self) -> bool:
+        """Whether results at T need a run of exactly T steps (a neuron with a TRE current)."""
+        return any(n.residual for n in self.neurons().values())
 
     def neurons(self) -> dict[str, IFNeuron]:
         """IF neurons by name, in forward (topological) order."""

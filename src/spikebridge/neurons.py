@@ -55,28 +55,59 @@ class IFTrace:
 
 def if_step_(
     v: torch.Tensor, current: torch.Tensor, threshold: float, x_out: torch.Tensor,
-    reset: str = "subtract",
+    reset: str = "subtract", *, amplitude: float | None = None, extra: float = 0.0,
+    negative: tuple[float, float] | None = None,
 ) -> None:
-    r"""One IF update in place (methods.md §2.1): ``v`` ← ``v(t)``, ``x_out`` ← ``θ s(t)``.
+    r"""One IF update in place (docs/methods.md §2.1): ``v`` ← ``v(t)``, ``x_out`` ← ``A s(t)``.
 
-    :math:`m(t) = v(t-1) + c(t)`, :math:`s(t) = H(m(t) - \theta)`, then the reset. Step mode and
-    sequence mode both call this, which is what makes them bit-identical. Four in-place kernels
-    per step; the spike is written straight into ``x_out`` in ``v``'s dtype (a bool mask plus a
-    conversion would cost two more passes over memory).
+    :math:`m(t) = v(t-1) + c(t) + e`, :math:`s(t) = H(m(t) - \theta)`, then the reset (§2.1
+    subtract: ``v = m - θs``; §2.2 zero: ``v = m(1 - s)``) and the spike value ``x = A s`` with the
+    amplitude ``A`` (``None``: ``A = θ``, the weighted-spike convention; ``1``: unit spikes).
+    ``e`` is a constant extra current per step (ECC's residual-elimination current η·θ/T, §7.4).
+
+    ``negative = (θ₋, A₋)`` makes the neuron signed (§6.2): it also emits a negative spike
+    when :math:`m(t) \le -\theta_-`, sending :math:`-A_-` and resetting by :math:`+\theta_-`
+    (subtract) or to 0 (zero).
+
+    Step mode and sequence mode both call this, which is what makes them bit-identical. The
+    unsigned soft-reset path is four in-place kernels; the spike is written straight into
+    ``x_out`` in ``v``'s dtype (a bool mask plus a conversion would cost two more passes).
     """
     v.add_(current)  # m(t) = v(t-1) + c(t)
+    if extra:
+        v.add_(extra)  # + η θ / T (TRE)
+    value = threshold if amplitude is None else amplitude
+    if negative is not None:
+        _signed_fire_(v, threshold, value, negative, x_out, reset)
+        return
     torch.ge(v, threshold, out=x_out)  # s(t) = H(m(t) - θ), fires at equality
-    _reset_and_weight(v, threshold, x_out, reset)
-
-
-def _reset_and_weight(v: torch.Tensor, threshold: float, s: torch.Tensor, reset: str) -> None:
-    """Given ``s`` ∈ {0, 1}: apply the reset to ``v`` and turn ``s`` into ``x = θ s``."""
     if reset == "subtract":
-        s.mul_(threshold)  # x(t) = θ s(t)
-        v.sub_(s)  # v(t) = m(t) - θ s(t)
+        v.sub_(x_out, alpha=threshold)  # v(t) = m(t) - θ s(t)  (θ·s is exact for s ∈ {0, 1})
     else:
-        v.addcmul_(v, s, value=-1.0)  # v(t) = m(t)(1 - s(t)), V_reset = 0
-        s.mul_(threshold)
+        v.addcmul_(v, x_out, value=-1.0)  # v(t) = m(t)(1 - s(t)), V_reset = 0
+    if value != 1.0:
+        x_out.mul_(value)  # x(t) = A s(t)
+
+
+def _signed_fire_(
+    v: torch.Tensor, threshold: float, value: float, negative: tuple[float, float],
+    x_out: torch.Tensor, reset: str,
+) -> None:
+    """Fire, reset and weight a signed neuron whose potential ``v`` already holds ``m(t)``."""
+    neg_threshold, neg_value = negative
+    up = torch.ge(v, threshold)  # +1 spike: m(t) >= θ
+    down = torch.le(v, -neg_threshold)  # -1 spike: m(t) <= -θ₋
+    if reset == "subtract":
+        v.sub_(up.to(v.dtype), alpha=threshold).add_(down.to(v.dtype), alpha=neg_threshold)
+    else:
+        v.masked_fill_(up | down, 0.0)
+    torch.mul(up.to(v.dtype), value, out=x_out)
+    x_out.sub_(down.to(v.dtype), alpha=neg_value)
+
+
+def value_of(threshold: float, amplitude: float | None) -> float:
+    """The value ``A`` one spike sends on: θ for weighted spikes (``amplitude=None``)."""
+    return threshold if amplitude is None else amplitude
 
 
 def integrate_and_fire(
@@ -90,6 +121,9 @@ def integrate_and_fire(
     record_output: bool = True,
     track_count: bool = False,
     track_extrema: bool = False,
+    amplitude: float | None = None,
+    extra: float = 0.0,
+    negative: tuple[float, float] | None = None,
 ) -> IFTrace:
     r"""Run an IF neuron for ``steps`` steps (methods.md §2.1 soft reset, §2.2 hard reset).
 
@@ -102,14 +136,21 @@ def integrate_and_fire(
     with :math:`H(u) = 1` for :math:`u \ge 0` (fires at equality). ``currents`` is ``[T', B, ...]``
     with ``T' >= steps`` (the first ``steps`` frames are used), or ``[B, ...]`` with
     ``constant=True`` (the same current every step). ``v0`` is the initial potential ``v(0)``.
-    ``track_count`` records ``N``; ``track_extrema`` records ``N`` and COS's ``m↓``/``m↑``.
+    ``track_count`` records ``N`` (net count ``Σ s`` for signed neurons); ``track_extrema``
+    records ``N`` and COS's ``m↓``/``m↑`` (unsigned neurons only). ``amplitude``, ``extra`` and
+    ``negative`` are those of :func:`if_step_`.
     """
+    if track_count and negative is not None and negative[1] != value_of(threshold, amplitude):
+        raise ValueError("spike counts of a signed neuron need equal positive/negative amplitudes")
+    if track_extrema and (negative is not None or extra):
+        raise ValueError("extrema tracking (COS) is defined for unsigned neurons without TRE")
     if steps < 1:
         raise ValueError(f"the number of time-steps must be >= 1, got {steps}")
     if reset not in RESET_MODES:
         raise ValueError(f"reset must be one of {RESET_MODES}, got {reset!r}")
     if not constant and currents.shape[0] < steps:
         raise ValueError(f"{steps} steps requested but only {currents.shape[0]} input frames given")
+    value = value_of(threshold, amplitude)
     v = v0.clone()
     output = None
     if record_output:
@@ -134,13 +175,19 @@ def integrate_and_fire(
             fire = x_t.bool()
             torch.minimum(fired_min, torch.where(fire, v, math.inf), out=fired_min)
             torch.maximum(silent_max, torch.where(fire, -math.inf, v), out=silent_max)
-            _reset_and_weight(v, threshold, x_t, reset)
+            if reset == "subtract":
+                v.sub_(x_t, alpha=threshold)
+            else:
+                v.addcmul_(v, x_t, value=-1.0)
+            if value != 1.0:
+                x_t.mul_(value)
         else:
-            if_step_(v, current, threshold, x_t, reset)
+            if_step_(v, current, threshold, x_t, reset, amplitude=amplitude, extra=extra,
+                     negative=negative)
         if count is not None:
-            count.add_(x_t)  # θ s(t); divided by θ below
+            count.add_(x_t)  # A s(t); divided by A below
     if count is not None:
-        count = torch.round(count / threshold)
+        count = torch.round(count / value)
     return IFTrace(output=output, v=v, count=count, fired_min=fired_min, silent_max=silent_max)
 
 
@@ -204,6 +251,11 @@ class IFNeuron(nn.Module):
         initial_fraction: float = 0.5,
         reset: str = "subtract",
         calibration: InitialPotentialCalibration | None = None,
+        *,
+        amplitude: float | None = None,
+        residual: float = 0.0,
+        negative_threshold: float | None = None,
+        negative_amplitude: float | None = None,
     ) -> None:
         super().__init__()
         threshold = float(threshold)
@@ -215,7 +267,55 @@ class IFNeuron(nn.Module):
         self.initial_fraction = float(initial_fraction)
         self.reset = reset
         self.calibration = calibration
+        if amplitude is not None and not (float(amplitude) > 0.0 and math.isfinite(amplitude)):
+            raise ValueError(f"spike amplitude must be a finite number > 0, got {amplitude}")
+        if not 0.0 <= float(residual) < 1.0:
+            raise ValueError(f"the residual-current fraction η must lie in [0, 1), got {residual}")
+        if calibration is not None and (negative_threshold is not None or residual):
+            raise ValueError("initial-potential calibration (COS) needs an unsigned neuron "
+                             "without residual current")
+        self.negative: tuple[float, float] | None = None
+        if negative_threshold is not None:
+            neg = float(negative_threshold)
+            if not (neg > 0.0 and math.isfinite(neg)):
+                raise ValueError(f"the negative threshold must be a finite number > 0 (it fires "
+                                 f"at -θ₋), got {negative_threshold}")
+            if negative_amplitude is None:
+                negative_amplitude = neg if amplitude is None else amplitude
+            if not (float(negative_amplitude) > 0.0 and math.isfinite(negative_amplitude)):
+                raise ValueError(f"negative spike amplitude must be finite and > 0, got "
+                                 f"{negative_amplitude}")
+            self.negative = (neg, float(negative_amplitude))
+        elif negative_amplitude is not None:
+            raise ValueError("negative_amplitude needs negative_threshold")
+        self.amplitude = None if amplitude is None else float(amplitude)
+        self.residual = float(residual)
+        self.horizon: int | None = None
         self.v: torch.Tensor | None = None
+
+    def spike_value(self) -> float:
+        """``A``: what one spike sends to the next layer (θ for weighted spikes)."""
+        return float(self.threshold) if self.amplitude is None else self.amplitude
+
+    def step_current(self) -> float:
+        """The constant extra current per step, :math:`\eta\theta/T` (0 without TRE, §7.4)."""
+        if not self.residual:
+            return 0.0
+        if self.horizon is None:
+            raise RuntimeError(
+                "this neuron adds a residual-elimination current ηθ/T that depends on the run "
+                "length T; run it through spikebridge.simulate(), which sets it"
+            )
+        return self.residual * float(self.threshold) / self.horizon
+
+    def _fire_kwargs(self) -> dict:
+        return {"amplitude": self.amplitude, "extra": self.step_current(),
+                "negative": self.negative}
+
+    @property
+    def signed(self) -> bool:
+        """Whether the neuron also emits negative spikes."""
+        return self.negative is not None
 
     def reset_state(self) -> None:
         """Forget the membrane potential (done by the simulator before every batch)."""
@@ -239,7 +339,7 @@ class IFNeuron(nn.Module):
                 )
             self.v = self._initial_potential(current)
         x = torch.empty_like(current)
-        if_step_(self.v, current, float(self.threshold), x, self.reset)
+        if_step_(self.v, current, float(self.threshold), x, self.reset, **self._fire_kwargs())
         return x
 
     def _forward_sequence(self, current: torch.Tensor, ctx: _SequenceContext) -> torch.Tensor:
@@ -262,7 +362,8 @@ class IFNeuron(nn.Module):
                 currents, theta, v0, constant=constant, reset=self.reset
             )
         trace = integrate_and_fire(
-            currents, theta, v0, steps, constant=constant, reset=self.reset
+            currents, theta, v0, steps, constant=constant, reset=self.reset,
+            **self._fire_kwargs(),
         )
         self.v = trace.v
         return trace.output.view(steps * batch, *trace.output.shape[2:])
@@ -272,6 +373,12 @@ class IFNeuron(nn.Module):
             f"threshold={float(self.threshold):.4g}, v0={self.initial_fraction:g}·θ, "
             f"reset={self.reset}"
         )
+        if self.negative is not None:
+            text += f", negative=(-{self.negative[0]:.4g}, -{self.negative[1]:.4g})"
+        if self.amplitude is not None:
+            text += f", amplitude={self.amplitude:g}"
+        if self.residual:
+            text += f", residual={self.residual:g}·θ/T"
         if self.calibration is not None:
             text += f", calibration={self.calibration!r}"
         return text

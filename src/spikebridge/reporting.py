@@ -44,11 +44,19 @@ def evaluation_record(
     """The JSON record of one method's evaluation at the requested ``steps``."""
     method = snn.method
     pre = method.presimulation_steps()
+    neurons = list(snn.neurons().values())
+    signed = any(n.signed for n in neurons)
+    unit = all(n.amplitude == 1.0 for n in neurons)
     return {
         "dataset": dataset,
         "model": model,
         "method": method.name,
+        "label": method.name,
         "params": method.params(),
+        # what one spike is: binary (1 bit) or signed/ternary (2 bits); unit spikes (weights
+        # normalized) or weighted by the layer's threshold (x = θ s)
+        "spikes": {"signed": signed, "bits_per_spike": 2 if signed else 1,
+                   "value": "unit" if unit else "threshold-weighted"},
         "ann_accuracy": evaluation.ann_accuracy,
         "snn_accuracy": {str(t): evaluation.snn_accuracy[t] for t in steps},
         "n_samples": evaluation.n_samples,
@@ -66,23 +74,29 @@ def write_json(path: str | Path, data: Any) -> Path:
 
 
 def write_csv(path: str | Path, records: Sequence[dict[str, Any]]) -> Path:
-    """One row per (method, T): method, params, T, total steps, SNN and ANN accuracy."""
+    """One row per (method, T): method, params, T, total steps, SNN and ANN accuracy, spikes."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["method", "params", "T", "total_steps", "snn_accuracy", "ann_accuracy",
-                     "n_samples"])
+    writer.writerow(["method", "label", "params", "model", "T", "total_steps", "snn_accuracy",
+                     "ann_accuracy", "n_samples", "signed_spikes", "bits_per_spike",
+                     "weight_bits"])
     for rec in records:
         params = ";".join(f"{k}={v}" for k, v in rec["params"].items())
+        spikes = rec.get("spikes", {})
         for t, acc in rec["snn_accuracy"].items():
-            writer.writerow([rec["method"], params, t, rec["latency"][t]["total"], f"{acc:.6f}",
+            writer.writerow([rec["method"], _label(rec), params, rec["model"], t,
+                             rec["latency"][t]["total"], f"{acc:.6f}",
                              "" if rec["ann_accuracy"] is None else f"{rec['ann_accuracy']:.6f}",
-                             rec["n_samples"]])
+                             rec["n_samples"], spikes.get("signed", ""),
+                             spikes.get("bits_per_spike", ""), rec.get("weight_bits") or ""])
     atomic_write_bytes(path, buffer.getvalue().encode())
     return Path(path)
 
 
 def _label(rec: dict[str, Any]) -> str:
     params = rec["params"]
+    if rec.get("label") not in (None, rec["method"]) and rec["method"] != "cos":
+        return rec["label"]
     if rec["method"] == "cos":
         text = f"cos ρ={params['rho']}"
         if params.get("iterations", 1) != 1:
@@ -94,18 +108,34 @@ def _label(rec: dict[str, Any]) -> str:
 
 
 def format_accuracy_table(records: Sequence[dict[str, Any]]) -> str:
-    """A console table: one row per method, one column per T, ANN first (percent)."""
+    """A console table: one row per method, one column per T, its ANN's accuracy (percent).
+
+    With a single source model the ANN is its own first row; with several (methods for
+    different kinds of ANN) each row shows the accuracy of the ANN it was converted from.
+    """
     steps = list(records[0]["snn_accuracy"])
-    head = f"{'':<16}" + "".join(f"{'T=' + t:>9}" for t in steps)
+    width = max(16, *(len(_label(rec)) + 2 for rec in records))
+    models = {rec["model"] for rec in records}
+    single = len(models) == 1
+    head = f"{'':<{width}}" + ("" if single else f"{'ANN':>9}")
+    head += "".join(f"{'T=' + t:>9}" for t in steps)
     lines = [head]
     ann = records[0]["ann_accuracy"]
-    if ann is not None:
-        lines.append(f"{'ANN':<16}" + f"{ann * 100:>9.2f}" * len(steps))
+    if single and ann is not None:
+        lines.append(f"{'ANN':<{width}}" + f"{ann * 100:>9.2f}" * len(steps))
     for rec in records:
-        lines.append(f"{_label(rec):<16}"
-                     + "".join(f"{rec['snn_accuracy'][t] * 100:>9.2f}" for t in steps))
-    lines.append(f"accuracy in % on {records[0]['n_samples']} test images of "
-                 f"{records[0]['dataset']}; COS additionally pre-simulates ρ·iterations steps")
+        row = f"{_label(rec):<{width}}"
+        if not single:
+            row += "        -" if rec["ann_accuracy"] is None else f"{rec['ann_accuracy'] * 100:>9.2f}"
+        row += "".join(f"{rec['snn_accuracy'][t] * 100:>9.2f}" if t in rec["snn_accuracy"]
+                       else f"{'-':>9}" for t in steps)
+        lines.append(row)
+    note = f"accuracy in % on {records[0]['n_samples']} test images of {records[0]['dataset']}"
+    if not single:
+        note += f"; source models: {', '.join(sorted(models))}"
+    if any(rec["method"] == "cos" for rec in records):
+        note += "; COS additionally pre-simulates ρ·iterations steps"
+    lines.append(note)
     return "\n".join(lines)
 
 
@@ -148,7 +178,7 @@ def plot_accuracy(records: Sequence[dict[str, Any]], path: str | Path, title: st
         ax.plot(steps, [rec["snn_accuracy"][str(t)] * 100 for t in steps], marker="o",
                 label=_label(rec))
     ann = records[0]["ann_accuracy"]
-    if ann is not None:
+    if ann is not None and len({rec["model"] for rec in records}) == 1:
         ax.axhline(ann * 100, color="black", linestyle="--", linewidth=1,
                    label=f"ANN {ann * 100:.2f}%")
     ax.set_xscale("log", base=2)

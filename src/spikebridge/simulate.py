@@ -123,6 +123,7 @@ def layer_chunk_size(frames: int) -> int:
 def _simulate(snn: SpikingNetwork, x: torch.Tensor, steps: int, mode: str) -> torch.Tensor:
     split = snn.split
     snn.reset_state()
+    snn.set_horizon(steps)
     with torch.inference_mode():
         constants = split.prefix(x)
         if mode == "step":
@@ -206,6 +207,9 @@ def evaluate(
     snn.to(device).eval()
     if ann is not None:
         ann.to(device).eval()
+    # A neuron whose dynamics depend on T (ECC's TRE current ηθ/T) needs one run per T; any
+    # other network gives every t <= max(T) from a single run.
+    per_horizon = snn.horizon_dependent()
     correct = torch.zeros(horizon, dtype=torch.long)
     ann_correct = n = 0
     snn_seconds = ann_seconds = 0.0
@@ -213,8 +217,13 @@ def evaluate(
     for x, y in tqdm(batches, total=total, desc=description, disable=not progress, leave=False):
         x, y = x.to(device), y.to(device)
         start = time.perf_counter()
-        outputs = simulate(snn, x, horizon, mode=mode)
-        correct += correct_over_time(outputs, y).cpu()
+        if per_horizon:
+            for t in sorted(set(step_list)):
+                outputs = simulate(snn, x, t, mode=mode)
+                correct[t - 1] += correct_over_time(outputs, y)[-1].cpu()
+        else:
+            outputs = simulate(snn, x, horizon, mode=mode)
+            correct += correct_over_time(outputs, y).cpu()
         snn_seconds += time.perf_counter() - start
         if ann is not None:
             start = time.perf_counter()
@@ -224,12 +233,14 @@ def evaluate(
         n += int(y.shape[0])
     if n == 0:
         raise ValueError("evaluate() got no samples")
-    accuracy = {t + 1: float(correct[t]) / n for t in range(horizon)}
+    reported = sorted(set(step_list)) if per_horizon else range(1, horizon + 1)
+    accuracy = {t: float(correct[t - 1]) / n for t in reported}
     return Evaluation(
         snn_accuracy=accuracy,
         n_samples=n,
         ann_accuracy=None if ann is None else ann_correct / n,
         snn_seconds=snn_seconds,
         ann_seconds=ann_seconds,
-        params={"method": snn.method.name, **snn.method.params()},
+        params={"method": snn.method.name, **snn.method.params(),
+                **({"weight_bits": snn.weight_bits} if snn.weight_bits else {})},
     )

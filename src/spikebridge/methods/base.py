@@ -8,14 +8,30 @@ method; adding a method means adding one module in this package and registering 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from torch import nn
+import torch
+from torch import fx, nn
 
 from ..neurons import IFNeuron
 
-__all__ = ["ActivationSite", "ConversionMethod"]
+if TYPE_CHECKING:
+    from ..calibration import CalibrationData
+    from ..network import SpikingNetwork
+
+__all__ = [
+    "ActivationSite",
+    "ConversionMethod",
+    "Preparation",
+    "WrongSourceModelError",
+    "require_threshold",
+]
+
+
+class WrongSourceModelError(ValueError):
+    """The ANN was trained with an activation this method cannot convert."""
 
 
 @dataclass(frozen=True)
@@ -23,7 +39,8 @@ class ActivationSite:
     """One activation found in the ANN graph.
 
     ``name``: qualified module name (``features.2``) or, for a functional call such as
-    ``F.relu``, the graph node's name; ``kind``: ``"qcfs"`` | ``"clipped_relu"`` | ``"relu"``;
+    ``F.relu``, the graph node's name; ``kind``: the activation's kind (``"qcfs"``,
+    ``"clipped_relu"``, ``"relu"``, ``"slip"``, ``"strelu"``, ``"leaky_threshold"``);
     ``threshold``: θ read from the activation (its trained clipping value), or given by the
     user, ``None`` when neither is known; ``shift``: the ANN's shift φ (QCFS), else ``None``;
     ``levels``: QCFS ``L`` (``None`` for the others).
@@ -37,10 +54,73 @@ class ActivationSite:
     module: nn.Module | None = None
 
 
+@dataclass
+class Preparation:
+    """What a data-based method's :meth:`ConversionMethod.prepare` works from.
+
+    ``ann``: the BatchNorm-folded ANN graph (before neurons replaced its activations);
+    ``activation_nodes``: IF-neuron name → name of the ANN graph node it replaced; ``data``: the
+    calibration images; ``device``: where to run them.
+    """
+
+    ann: fx.GraphModule
+    activation_nodes: dict[str, str]
+    data: CalibrationData
+    device: torch.device
+
+
 class ConversionMethod(ABC):
-    """Turns each :class:`ActivationSite` into an :class:`~spikebridge.neurons.IFNeuron`."""
+    """Turns each :class:`ActivationSite` into an :class:`~spikebridge.neurons.IFNeuron`.
+
+    Class attributes every method sets: ``name`` (registry key), ``source_kinds`` (the ANN
+    activation kinds it converts), ``source_hint`` (the ``spikebridge train`` command that makes
+    such a model), ``summary`` (one line for ``--help``/docs).
+    """
 
     name: ClassVar[str]
+    source_kinds: ClassVar[tuple[str, ...]] = ("qcfs", "clipped_relu")
+    source_hint: ClassVar[str] = "spikebridge train --activation qcfs:L=4 --out DIR"
+    summary: ClassVar[str] = ""
+
+    def check_source(self, sites: Sequence[ActivationSite]) -> None:
+        """Raise :class:`WrongSourceModelError` if the ANN's activations are of the wrong kind.
+
+        A plain ReLU given a threshold by the user (``convert(..., thresholds=...)``) counts as a
+        clipped ReLU.
+        """
+
+        def kind(site: ActivationSite) -> str:
+            given = site.kind == "relu" and site.threshold is not None
+            return "clipped_relu" if given else site.kind
+
+        wrong = sorted({kind(site) for site in sites if kind(site) not in self.source_kinds})
+        if wrong:
+            raise WrongSourceModelError(
+                f"method {self.name!r} converts ANNs trained with "
+                f"{' / '.join(self.source_kinds)} activations, but this model uses "
+                f"{', '.join(wrong)}. Train a source model for it with: {self.source_hint}"
+            )
+
+    def bn_epsilon(self) -> float | None:
+        """ε used to fold BatchNorm (``None``: each BatchNorm's own, §7.5; 0: without ε)."""
+        return None
+
+    def needs_calibration_data(self) -> bool:
+        """Whether :meth:`prepare` needs (training) data: data-based normalization (§7.3, §7.9)."""
+        return False
+
+    def prepare(self, snn: SpikingNetwork, preparation: Preparation) -> None:
+        """Set data-dependent parameters after the graph rewrite (thresholds, weight scales).
+
+        Called by :func:`~spikebridge.convert` when :meth:`needs_calibration_data` is true.
+        """
+
+    def horizon_dependent(self) -> bool:
+        """Whether a neuron's dynamics depend on the run length T (ECC's TRE current ηθ/T).
+
+        Such a method's accuracy at T needs its own run of exactly T steps.
+        """
+        return False
 
     @abstractmethod
     def neuron(self, site: ActivationSite) -> IFNeuron:
@@ -70,10 +150,12 @@ class ConversionMethod(ABC):
 def require_threshold(site: ActivationSite, method: str) -> float:
     """θ of ``site``, or a clear error saying how to provide it."""
     if site.threshold is None:
-        raise ValueError(
+        raise WrongSourceModelError(
             f"activation {site.name!r} is a plain ReLU, which has no trained threshold; method "
             f"{method!r} maps each activation's threshold θ to the IF neuron's firing threshold. "
-            "Train with QCFS or a clipped ReLU, or pass thresholds={'" + site.name + "': θ} "
-            "(or one float for every ReLU) to convert()."
+            "Train a QCFS model (spikebridge train --activation qcfs:L=4 --out DIR), use a "
+            "method made for ReLU networks (maxnorm, robustnorm, threshold-balancing, rmp, opi, "
+            "ecc), or pass thresholds={'" + site.name + "': θ} (or one float for every ReLU) "
+            "to convert()."
         )
     return site.threshold

@@ -172,6 +172,8 @@ class COSMethod(ConversionMethod):
     """QCFS conversion (§3.3) plus offset-spike calibration of every IF neuron (§4)."""
 
     name = "cos"
+    summary = ("COS: QCFS plus per-neuron offset-spike calibration of v(0) from ρ pre-simulation "
+               "steps (§4)")
 
     def __init__(
         self, rho: int = 4, iterations: int = 1, variant: str = "shift", epsilon: float = 1e-3

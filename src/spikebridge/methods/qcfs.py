@@ -19,6 +19,7 @@ class QCFSMethod(ConversionMethod):
     """
 
     name = "qcfs"
+    summary = "QCFS: θ = the trained clipping value λ, v(0) = θ/2, soft reset (§3.3)"
 
     def neuron(self, site: ActivationSite) -> IFNeuron:
         shift = 0.5 if site.shift is None else site.shift
