@@ -2,14 +2,21 @@
 
 * :mod:`spikebridge.data.idx` — read/write MNIST-style IDX files (gzip or raw).
 * :mod:`spikebridge.data.datasets` — :class:`ImageDataset` and :func:`load_dataset` by name.
+* :mod:`spikebridge.data.cifar` — CIFAR-10/100 from the official python or binary files.
+* :mod:`spikebridge.data.safe_pickle` — an unpickler that admits only numpy arrays and plain
+  containers (so data pickles cannot run code).
+* :mod:`spikebridge.data.imagefolder` — ImageNet / ImageFolder trees streamed from disk
+  (:func:`load_streaming_dataset`, :func:`make_loader`).
 * :mod:`spikebridge.data.transforms` — vectorised batch transforms (normalise, crop, flip).
 * :mod:`spikebridge.data.loader` — :class:`BatchLoader`, reproducible shuffled mini-batches.
 """
 
 from __future__ import annotations
 
+from spikebridge.data.cifar import ChecksumWarning, load_cifar10, load_cifar100
 from spikebridge.data.datasets import (
     DATA_DIR_ENV,
+    STREAMING_DATASETS,
     DatasetFormatError,
     DatasetNotFoundError,
     ImageDataset,
@@ -17,22 +24,45 @@ from spikebridge.data.datasets import (
     load_dataset,
 )
 from spikebridge.data.idx import IdxFormatError, read_idx, write_idx
+from spikebridge.data.imagefolder import (
+    CorruptImageError,
+    ImageFolderDataset,
+    StreamingLoader,
+    decode_image,
+    list_streaming_datasets,
+    load_streaming_dataset,
+    make_loader,
+)
 from spikebridge.data.loader import BatchLoader
+from spikebridge.data.safe_pickle import UnsafePickleError, safe_load
 from spikebridge.data.transforms import normalize, random_crop, random_horizontal_flip, to_float
 
 __all__ = [
     "DATA_DIR_ENV",
+    "STREAMING_DATASETS",
     "BatchLoader",
+    "ChecksumWarning",
+    "CorruptImageError",
     "DatasetFormatError",
     "DatasetNotFoundError",
     "IdxFormatError",
     "ImageDataset",
+    "ImageFolderDataset",
+    "StreamingLoader",
+    "UnsafePickleError",
+    "decode_image",
     "list_datasets",
+    "list_streaming_datasets",
+    "load_cifar10",
+    "load_cifar100",
     "load_dataset",
+    "load_streaming_dataset",
+    "make_loader",
     "normalize",
     "random_crop",
     "random_horizontal_flip",
     "read_idx",
+    "safe_load",
     "to_float",
     "write_idx",
 ]

@@ -8,6 +8,13 @@ Known datasets (see :func:`list_datasets`):
 * ``mnist`` — 60000/10000 grey 28×28 digits, 10 classes; only from ``data_dir`` or
   ``$SPIKEBRIDGE_DATA_DIR`` (there is no system copy).
 * ``digits`` — scikit-learn's 1797 grey 8×8 digits, split 1437/360 with a fixed permutation.
+* ``cifar10``, ``cifar100`` (fine labels), ``cifar100-coarse`` (the 20 superclasses) — 3×32×32
+  colour images from the official python or binary release files, read from ``data_dir`` or
+  ``$SPIKEBRIDGE_DATA_DIR`` (see :mod:`spikebridge.data.cifar`).
+
+``imagenet`` and ``imagefolder`` are too large for memory: :func:`load_dataset` refuses them and
+points to :func:`spikebridge.data.load_streaming_dataset` (see
+:mod:`spikebridge.data.imagefolder`).
 
 The MNIST-style datasets are read from the four standard IDX files (gzip-compressed or raw,
 ``.gz`` suffix optional). Within a search root ``R`` the files may lie in ``R/<name>/`` (so one
@@ -29,6 +36,7 @@ from spikebridge.data.idx import read_idx
 
 __all__ = [
     "DATA_DIR_ENV",
+    "STREAMING_DATASETS",
     "DatasetFormatError",
     "DatasetNotFoundError",
     "ImageDataset",
@@ -399,15 +407,44 @@ def _load_digits(split: str, data_dir: str | Path | None) -> ImageDataset:
 # --------------------------------------------------------------------------------------------
 # registry
 
+
+def _load_cifar10(split: str, data_dir: str | Path | None) -> ImageDataset:
+    from spikebridge.data.cifar import load_cifar10  # cifar imports this module
+
+    return load_cifar10(split, data_dir)
+
+
+def _load_cifar100(split: str, data_dir: str | Path | None) -> ImageDataset:
+    from spikebridge.data.cifar import load_cifar100
+
+    return load_cifar100(split, data_dir, labels="fine")
+
+
+def _load_cifar100_coarse(split: str, data_dir: str | Path | None) -> ImageDataset:
+    from spikebridge.data.cifar import load_cifar100
+
+    return load_cifar100(split, data_dir, labels="coarse")
+
+
 _REGISTRY: dict[str, Callable[[str, str | Path | None], ImageDataset]] = {
+    "cifar10": _load_cifar10,
+    "cifar100": _load_cifar100,
+    "cifar100-coarse": _load_cifar100_coarse,
     "digits": _load_digits,
     "fashion-mnist": _load_fashion_mnist,
     "mnist": _load_mnist,
 }
 
+STREAMING_DATASETS = ("imagefolder", "imagenet")
+"""Datasets read image by image from disk (:func:`spikebridge.data.load_streaming_dataset`)."""
+
 
 def list_datasets() -> list[str]:
-    """Names accepted by :func:`load_dataset`, sorted."""
+    """Names accepted by :func:`load_dataset` (datasets held in memory), sorted.
+
+    The datasets streamed from disk are listed by
+    :func:`spikebridge.data.list_streaming_datasets`.
+    """
     return sorted(_REGISTRY)
 
 
@@ -423,12 +460,19 @@ def load_dataset(
             ``digits``.
 
     Raises:
-        ValueError: unknown dataset name or split.
+        ValueError: unknown dataset name or split, or a streamed dataset (``imagenet``,
+            ``imagefolder``).
         DatasetNotFoundError: the files are in none of the searched directories.
         DatasetFormatError: the files are inconsistent (counts, shapes, label range).
         IdxFormatError: an IDX file is malformed.
     """
     key = name.strip().lower().replace("_", "-")
+    if key in STREAMING_DATASETS:
+        raise ValueError(
+            f"dataset {key!r} is streamed from disk, not loaded into memory (ImageNet does not "
+            f"fit in RAM): use spikebridge.data.load_streaming_dataset({key!r}, split, data_dir) "
+            f"and spikebridge.data.make_loader(...)"
+        )
     if key not in _REGISTRY:
         raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(list_datasets())}")
     if split not in SPLITS:
