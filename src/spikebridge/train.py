@@ -1,8 +1,11 @@
 """ANN training loop (SGD + momentum, cosine schedule, weight decay; methods.md §3.6).
 
-Writes a checkpoint directory after every epoch (``model.safetensors`` + ``config.json`` +
-``train_state.pt``, each atomically), so ``--resume`` continues from the last finished epoch
-with the same shuffling and augmentation it would have had.
+Commits a checkpoint after every epoch: weights, ``config.json`` and the training state are one
+snapshot published atomically (:class:`~spikebridge.checkpoint.CheckpointWriter`), so a run
+killed at any instant leaves the previous or the new epoch, and ``--resume`` continues from
+exactly the epoch the weights belong to, with the same shuffling and augmentation it would have
+had. The output directory is checked and locked before any work; an existing checkpoint is only
+continued (``resume=True``) or replaced (``overwrite=True``) on request.
 """
 
 from __future__ import annotations
@@ -19,14 +22,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .activations import QCFS, ActivationSpec, ClippedReLU
-from .checkpoint import (
-    CheckpointError,
-    load_checkpoint,
-    load_config,
-    load_train_state,
-    save_checkpoint,
-    save_train_state,
-)
+from .checkpoint import CheckpointError, CheckpointWriter, LoadedCheckpoint, read_checkpoint
 from .data import BatchLoader, ImageDataset, load_dataset
 from .models import create_model
 
@@ -122,6 +118,8 @@ def train(
     *,
     data_dir: str | Path | None = None,
     resume: bool = False,
+    overwrite: bool = False,
+    allow_unverified: bool | None = None,
     progress: bool = True,
     command: str | None = None,
     device: str | torch.device = "cpu",
@@ -131,9 +129,42 @@ def train(
     """Train ``cfg.architecture`` on ``cfg.dataset``; return the final ``config.json`` dict.
 
     ``stop_after_epoch`` ends the run early (as a killed run would) while keeping the schedule
-    of ``cfg.epochs``; ``resume=True`` continues it.
+    of ``cfg.epochs``; ``resume=True`` continues it. An ``out_dir`` that already holds a
+    checkpoint needs ``resume=True`` or ``overwrite=True``; it is checked and locked before any
+    data is loaded (:class:`~spikebridge.checkpoint.CheckpointWriter`). ``allow_unverified``
+    lets ``resume`` read a checkpoint without (matching) hashes.
     """
     out_dir = Path(out_dir)
+    with CheckpointWriter(out_dir, resume=resume, overwrite=overwrite) as writer:
+        saved = None
+        if resume:
+            saved = read_checkpoint(out_dir, train_state=True, allow_unverified=allow_unverified)
+            if saved.config.get("training") != cfg.to_dict():
+                raise CheckpointError(
+                    f"cannot resume {out_dir}: it was trained with different settings "
+                    f"({saved.config.get('training')}); start a new directory or use the same "
+                    "options"
+                )
+            if saved.train_state is None:
+                raise CheckpointError(f"cannot resume {out_dir}: its checkpoint has no training "
+                                      "state (it was not written by `spikebridge train`)")
+        return _train(cfg, writer, saved, data_dir=data_dir, progress=progress, command=command,
+                      device=device, log=log, stop_after_epoch=stop_after_epoch)
+
+
+def _train(
+    cfg: TrainConfig,
+    writer: CheckpointWriter,
+    saved: LoadedCheckpoint | None,
+    *,
+    data_dir: str | Path | None,
+    progress: bool,
+    command: str | None,
+    device: str | torch.device,
+    log: Callable[[str], None],
+    stop_after_epoch: int | None,
+) -> dict[str, Any]:
+    out_dir = writer.directory
     device = torch.device(device)
     train_set = load_dataset(cfg.dataset, "train", data_dir).subset(cfg.train_subset, seed=cfg.seed)
     test_set = load_dataset(cfg.dataset, "test", data_dir)
@@ -157,22 +188,19 @@ def train(
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine)
     start_epoch, history = 0, []
-    if resume:
-        saved = load_config(out_dir)
-        if saved.get("training") != cfg.to_dict():
-            raise CheckpointError(
-                f"cannot resume {out_dir}: it was trained with different settings "
-                f"({saved.get('training')}); start a new directory or use the same options"
-            )
-        loaded, _ = load_checkpoint(out_dir)
-        model.load_state_dict(loaded.state_dict())
-        state = load_train_state(out_dir)
+    if saved is not None:
+        try:
+            model.load_state_dict(saved.state_dict, strict=True)
+        except RuntimeError as exc:
+            raise CheckpointError(f"cannot resume {out_dir}: its weights do not fit the "
+                                  f"model: {exc}") from exc
+        state = saved.train_state
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        start_epoch, history = int(state["epoch"]), saved.get("history", [])
+        start_epoch, history = int(saved.epoch), list(saved.config.get("history", []))
         if start_epoch >= cfg.epochs:
             log(f"{out_dir} already finished {start_epoch} epochs; nothing to resume")
-            return saved
+            return saved.config
         log(f"resuming {out_dir} after epoch {start_epoch}")
     model.to(device)
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
@@ -220,10 +248,9 @@ def train(
             f"({record['seconds']:.0f} s)"
         )
         config = _checkpoint_config(cfg, model, train_set, epoch + 1, history, command)
-        save_checkpoint(out_dir, model, config)
-        save_train_state(out_dir, {
+        writer.commit(model, config, {
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "epoch": epoch + 1,
-        })
+        }, epoch=epoch + 1)
     return config
