@@ -67,11 +67,6 @@ def test_percentile_of_nothing_is_an_error():
         TopKPercentile(50.0, 10).value()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: calibration.TopKPercentile._tail_length computes the nearest rank as "
-    "math.ceil(self.percentile * n / 100.0) in floating point; for p=99.9, n=41000 the exact "
-    "rank is 40959 but 99.9*41000/100 evaluates to 40959.00000000001 and gives 40960, so the "
-    "returned value is the next larger element (same for n=82000, 83000, ...)"))
 def test_percentile_rank_is_exact_for_round_counts():
     n = 41_000
     values = torch.randperm(n, generator=torch.Generator().manual_seed(0)).float()

@@ -77,5 +77,5 @@ def test_train_on_digits_records_the_command(tmp_path, monkeypatch):
     assert config["dataset"] == "digits" and config["activation"]["levels"] == 4
     assert set(config["thresholds"]) == {"features.2", "features.6", "features.9",
                                          "features.13", "classifier.2"}
-    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors",
-                                                     "train_state.pt"]
+    assert {"config.json", "model.safetensors", "train_state.pt", "manifest.json"} <= {
+        p.name for p in out.iterdir()}

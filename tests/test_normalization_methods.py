@@ -222,12 +222,6 @@ def test_ecc_without_cn_needs_no_data_and_keeps_the_ann_units(relu_cnn, calibrat
     assert snn.horizon_dependent()  # TRE stays on
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: ECC with cn=False skips normalization entirely (convert.py calls recipe.prepare only "
-    "when needs_calibration_data() is true, and ECCMethod.needs_calibration_data returns cn), "
-    "so its neurons keep threshold 1 and amplitude None (weighted spikes) instead of the "
-    "unit-spike form with threshold κ and λ_n = 1 the docstring describes; kappa is silently "
-    "ignored and layer_scales stays {} (results label its spikes 'threshold-weighted')"))
 def test_ecc_without_cn_is_unit_spike_form_with_scales_one(relu_cnn):
     snn = sb.convert(relu_cnn, "ecc", cn=False, kappa=100.0)
     assert snn.method.layer_scales == dict.fromkeys(snn.neurons(), 1.0)
@@ -444,11 +438,6 @@ def test_qcfs_model_given_to_a_relu_method(method, qcfs_cnn, calibration):
     assert "spikebridge train --activation relu" in text
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: convert.py checks for calibration_data (ValueError 'pass calibration_data=') before "
-    "it checks the model's activation kind, so convert(qcfs_model, 'maxnorm') tells the user "
-    "to add data instead of raising WrongSourceModelError; after adding data they learn the "
-    "model itself was wrong"))
 def test_wrong_model_is_reported_before_missing_calibration_data(qcfs_cnn):
     with pytest.raises(WrongSourceModelError, match="--activation relu"):
         sb.convert(qcfs_cnn, "maxnorm")

@@ -76,16 +76,10 @@ def test_quantize_tensor_grid_and_error_bounds(bits, rounding, dtype):
         assert float(error.max()) < step
         # truncation toward zero never increases a magnitude
         assert bool((q.double().abs() <= w.double().abs() + 1e-12).all())
-        inner = w.double().abs() < 0.89  # away from the top level (see the xfail test below)
+        inner = w.double().abs() < 0.89  # away from the top level (tested exactly below)
         assert torch.equal(integers.round()[inner], (w.double() / step).trunc()[inner])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: quantization.quantize_tensor with rounding='trunc' computes "
-    "trunc(w / (w_max / levels)); in floating point w_max / (w_max / levels) often lands one ulp "
-    "below `levels` and truncates to levels-1, so the largest weight loses a whole level "
-    "(e.g. float32 w_max=0.98037803, bits=4: 0.8403 = 6Δ instead of 0.9804 = 7Δ; about 10% of "
-    "random tensors). Nearest rounding is unaffected."))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_trunc_keeps_the_largest_weight_on_the_top_level(dtype):
     g = torch.Generator().manual_seed(0)

@@ -109,3 +109,38 @@ def test_bad_inputs():
         sb.simulate(nn.Linear(2, 2), torch.randn(2, 2), 2)
     with pytest.raises(ValueError, match="mode must be one of"):
         sb.simulate(snn, torch.randn(2, 1, 28, 28), 2, mode="fast")
+
+
+def _random_relu_model(name: str, in_channels: int, seed: int = 0) -> nn.Module:
+    from spikebridge.activations import ActivationSpec
+
+    torch.manual_seed(seed)
+    model = create_model(name, 10, in_channels, ActivationSpec("relu"))
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(0.0, 0.3)
+    return model.eval()
+
+
+@pytest.mark.parametrize(("method", "name", "shape"), [
+    ("maxnorm", "resnet20", (2, 3, 8, 8)),  # residual adds: shortcut rescaling nodes
+    ("ecc", "fashion_cnn", (4, 1, 28, 28)),
+    ("threshold-balancing", "fashion_cnn", (4, 1, 28, 28)),
+    ("rmp", "fashion_cnn", (4, 1, 28, 28)),
+])
+def test_normalized_methods_step_and_layer_bit_identical(method, name, shape):
+    """Unit spikes, hard reset and ECC's TRE current ηθ/T keep step == layer to the last bit."""
+    model = _random_relu_model(name, shape[1])
+    torch.manual_seed(1)
+    calibration = [torch.randn(*shape) for _ in range(2)]
+    params = {"balance_steps": 4} if method == "threshold-balancing" else {}
+    snn = sb.convert(model, method, calibration_data=calibration, calibration_samples=8, **params)
+    assert all(n.amplitude == 1.0 for n in snn.neurons().values())
+    x = torch.randn(*shape)
+    stepped = sb.simulate(snn, x, 7, mode="step")
+    layered = sb.simulate(snn, x, 7, mode="layer")
+    assert torch.equal(stepped, layered)
+    assert stepped.abs().sum() > 0
+    assert snn.horizon_dependent() == (method == "ecc")

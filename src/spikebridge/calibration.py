@@ -12,6 +12,7 @@ over the data by keeping only the :math:`k = n - \lceil pn/100\rceil + 1` larges
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -96,7 +97,8 @@ class TopKPercentile:
         self.seen = 0
 
     def _tail_length(self, n: int) -> int:
-        rank = max(1, math.ceil(self.percentile * n / 100.0))
+        # exact rational arithmetic: 99.9 * 41000 / 100 is 40959.00000000001 in floats
+        rank = max(1, math.ceil(Fraction(repr(self.percentile)) * n / 100))
         return n - rank + 1
 
     def update(self, values: torch.Tensor) -> None:

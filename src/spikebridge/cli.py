@@ -128,6 +128,9 @@ def _add_model_and_data(p: argparse.ArgumentParser) -> None:
                    help="training images that data-based methods (maxnorm, robustnorm, "
                    "threshold-balancing, rmp, opi, ecc) measure their statistics on "
                    "(default 1000)")
+    p.add_argument("--allow-unverified", action="store_true",
+                   help="load checkpoints without (or failing) the SHA-256 manifest check "
+                   "(docs/reliability.md); also SPIKEBRIDGE_ALLOW_UNVERIFIED=1")
     p.add_argument("--weight-bits", type=int, default=None,
                    help="quantize every conv/linear weight to b-bit signed integers (2..16) "
                    "after conversion (docs/methods.md §7.6); works with every method")
@@ -234,7 +237,8 @@ def _load(args: argparse.Namespace, model_dir: Path | None = None):
             raise ValueError("this command takes one --model directory, not key=DIR pairs")
         model_dir = default
     model_dir = model_dir or SHIPPED_MODEL_DIR
-    ann, config = load_checkpoint(model_dir, device=args.device)
+    ann, config = load_checkpoint(model_dir, device=args.device,
+                                  allow_unverified=getattr(args, "allow_unverified", False) or None)
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit must be >= 1, got {args.limit}")
     test = load_dataset(config["dataset"], "test", args.data_dir).subset(args.limit, seed=0)
@@ -455,7 +459,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             shipped["epochs"] = args.epochs
         args.model = args.out / "retrained_model"
         print(f"retraining {SHIPPED_MODEL_DIR.name} into {args.model} ...")
-        train(TrainConfig(**shipped), args.model, data_dir=args.data_dir,
+        train(TrainConfig(**shipped), args.model, data_dir=args.data_dir, overwrite=True,
               progress=not args.quiet, device=args.device,
               command="spikebridge " + shlex.join(sys.argv[1:]))
     model = args.model or SHIPPED_MODEL_DIR

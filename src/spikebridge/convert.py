@@ -25,7 +25,14 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from .activations import QCFS, ClippedReLU
+from .activations import (
+    QCFS,
+    SPIKING_ACTIVATIONS,
+    AsymmetricLeakyReLU,
+    ClippedReLU,
+    SlipReLU,
+    SymmetricThresholdReLU,
+)
 from .batchnorm_folding import FOLDABLE, fold_batchnorm
 from .calibration import CalibrationData
 from .methods import ActivationSite, ConversionMethod, Preparation, get_method
@@ -59,7 +66,7 @@ _MAXPOOL_MODULES = (
     nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,
     nn.AdaptiveMaxPool3d,
 )
-_ACTIVATION_MODULES = (QCFS, ClippedReLU, nn.ReLU, nn.ReLU6, nn.Hardtanh)
+_ACTIVATION_MODULES = (*SPIKING_ACTIVATIONS, nn.ReLU, nn.ReLU6, nn.Hardtanh)
 _OTHER_ACTIVATIONS = (
     nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.CELU,
     nn.Softplus, nn.Mish, nn.Hardswish, nn.Hardsigmoid, nn.Softmax, nn.LogSoftmax, nn.RReLU,
@@ -86,7 +93,10 @@ _MAXPOOL_HINT = (
 )
 _ACTIVATION_HINT = (
     "only ReLU-family activations map to IF neurons; train the ANN with "
-    "spikebridge.activations.QCFS (or ReLU / ClippedReLU) instead"
+    "spikebridge.activations.QCFS (or ReLU / ClippedReLU / SlipReLU), or, for negative "
+    "activations, SymmetricThresholdReLU (clip(z, -θ, θ)) or AsymmetricLeakyReLU (a leaky ReLU "
+    "bounded below), which map to signed IF neurons (spikebridge train --activation strelu / "
+    "leaky_threshold)"
 )
 
 
@@ -94,7 +104,7 @@ class _Tracer(fx.Tracer):
     """Keeps our activations (and every torch.nn layer) as leaves of the traced graph."""
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        if isinstance(m, (QCFS, ClippedReLU)):
+        if isinstance(m, SPIKING_ACTIVATIONS):
             return True
         return super().is_leaf_module(m, qualname)
 
@@ -157,13 +167,25 @@ def _module_site(name: str, module: nn.Module) -> ActivationSite | None:
         return ActivationSite(name, "qcfs", theta, module.shift, module.levels, module)
     if isinstance(module, ClippedReLU):
         return ActivationSite(name, "clipped_relu", float(module.theta.detach()), module=module)
+    if isinstance(module, SlipReLU):  # v(0) = δ₂θ (§5.3): δ₂ is the site's shift
+        theta = float(module.theta.detach())
+        return ActivationSite(name, "slip", theta, module.delta2, module.levels, module)
+    if isinstance(module, SymmetricThresholdReLU):
+        return ActivationSite(name, "strelu", float(module.theta.detach()), module=module)
+    if isinstance(module, AsymmetricLeakyReLU):  # α and θ₋ are read from site.module
+        return ActivationSite(name, "leaky_threshold", float(module.theta.detach()),
+                              module=module)
     if isinstance(module, nn.ReLU6):
         return ActivationSite(name, "clipped_relu", 6.0, module=module)
     if isinstance(module, nn.Hardtanh):
+        if module.min_val == -module.max_val and module.max_val > 0:  # clip(z, -θ, θ): stReLU
+            return ActivationSite(name, "strelu", float(module.max_val), module=module)
         if module.min_val != 0.0:
             raise UnsupportedLayerError(
-                f"layer {name!r} is Hardtanh(min_val={module.min_val}); only min_val=0 (a clipped "
-                "ReLU) maps to an IF neuron"
+                f"layer {name!r} is Hardtanh(min_val={module.min_val}, max_val="
+                f"{module.max_val}); only min_val=0 (a clipped ReLU, unsigned IF neuron) or "
+                "min_val=-max_val (a symmetric-threshold ReLU, signed IF neuron) maps to an IF "
+                "neuron"
             )
         return ActivationSite(name, "clipped_relu", float(module.max_val), module=module)
     if isinstance(module, nn.ReLU):
@@ -325,6 +347,23 @@ def convert(
         from .quantization import check_bits
 
         check_bits(weight_bits)
+    ann = copy.deepcopy(model).eval()
+    gm = trace(ann)
+    fold_graph_batchnorms(gm, recipe.bn_epsilon())
+    sites = find_activation_sites(gm)
+    if not sites:
+        raise UnsupportedLayerError(
+            f"{type(model).__name__} has no activation layers, so there is nothing to turn into "
+            "IF neurons (expected QCFS / ClippedReLU / ReLU activations)"
+        )
+    if isinstance(thresholds, Mapping):
+        unknown = sorted(set(thresholds) - {site.name for _, site in sites})
+        if unknown:
+            raise ValueError(
+                f"thresholds given for unknown activation(s) {unknown}; the model's activation "
+                f"sites are {[site.name for _, site in sites]}"
+            )
+    recipe.check_source([_resolve_threshold(site, thresholds) for _, site in sites])
     data = None
     if recipe.needs_calibration_data():
         if calibration_data is None:
@@ -336,24 +375,7 @@ def convert(
         data = calibration_data if isinstance(calibration_data, CalibrationData) else (
             CalibrationData(calibration_data, calibration_samples, progress)
         )
-    ann = copy.deepcopy(model).eval()
-    gm = trace(ann)
-    fold_graph_batchnorms(gm, recipe.bn_epsilon())
-    sites = find_activation_sites(gm)
-    if not sites:
-        raise UnsupportedLayerError(
-            f"{type(model).__name__} has no activation layers, so there is nothing to turn into "
-            "IF neurons (expected QCFS / ClippedReLU / ReLU activations)"
-        )
-    recipe.check_source([_resolve_threshold(site, thresholds) for _, site in sites])
-    ann_graph = copy.deepcopy(gm) if data is not None else None
-    if isinstance(thresholds, Mapping):
-        unknown = sorted(set(thresholds) - {site.name for _, site in sites})
-        if unknown:
-            raise ValueError(
-                f"thresholds given for unknown activation(s) {unknown}; the model's activation "
-                f"sites are {[site.name for _, site in sites]}"
-            )
+    ann_graph = copy.deepcopy(gm) if recipe.needs_preparation() else None
     sources: dict[str, str] = {}
     ann_nodes: dict[str, str] = {}
     for node, site in sites:
@@ -383,7 +405,7 @@ def convert(
     gm.graph.lint()
     gm.recompile()
     snn = SpikingNetwork(gm, recipe, sources)
-    if data is not None:
+    if ann_graph is not None:
         device = next((p.device for p in model.parameters()), torch.device("cpu"))
         recipe.prepare(snn, Preparation(ann_graph, ann_nodes, data, device))
     if weight_bits is not None:

@@ -298,7 +298,7 @@ class IFNeuron(nn.Module):
         return float(self.threshold) if self.amplitude is None else self.amplitude
 
     def step_current(self) -> float:
-        """The constant extra current per step, :math:`\eta\theta/T` (0 without TRE, §7.4)."""
+        r"""The constant extra current per step, :math:`\eta\theta/T` (0 without TRE, §7.4)."""
         if not self.residual:
             return 0.0
         if self.horizon is None:

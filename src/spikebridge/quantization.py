@@ -56,7 +56,9 @@ def quantize_tensor(
     if w_max == 0.0:
         return weight.detach().clone(), 0.0
     step = w_max / levels
-    scaled = weight.detach().double() / step
+    # multiply before dividing: |w| = w_max then gives exactly `levels` (float32 weights times a
+    # 15-bit integer are exact in float64), so truncation cannot lose the top level
+    scaled = weight.detach().double() * levels / w_max
     integers = torch.round(scaled) if rounding == "nearest" else torch.trunc(scaled)
     integers = integers.clamp(-levels, levels)
     return (integers * step).to(weight.dtype), step

@@ -65,7 +65,7 @@ class Preparation:
 
     ann: fx.GraphModule
     activation_nodes: dict[str, str]
-    data: CalibrationData
+    data: CalibrationData | None
     device: torch.device
 
 
@@ -95,10 +95,16 @@ class ConversionMethod(ABC):
 
         wrong = sorted({kind(site) for site in sites if kind(site) not in self.source_kinds})
         if wrong:
+            hint = ""
+            if wrong == ["relu"] and "clipped_relu" in self.source_kinds:
+                hint = (" (A plain ReLU has no trained threshold; to convert it anyway pass "
+                        "thresholds= to convert(), one θ for every ReLU or {site name: θ}, or "
+                        "use a method made for ReLU networks: maxnorm, robustnorm, "
+                        "threshold-balancing, rmp, opi, ecc.)")
             raise WrongSourceModelError(
                 f"method {self.name!r} converts ANNs trained with "
                 f"{' / '.join(self.source_kinds)} activations, but this model uses "
-                f"{', '.join(wrong)}. Train a source model for it with: {self.source_hint}"
+                f"{', '.join(wrong)}. Train a source model for it with: {self.source_hint}{hint}"
             )
 
     def bn_epsilon(self) -> float | None:
@@ -109,10 +115,15 @@ class ConversionMethod(ABC):
         """Whether :meth:`prepare` needs (training) data: data-based normalization (§7.3, §7.9)."""
         return False
 
+    def needs_preparation(self) -> bool:
+        """Whether :func:`~spikebridge.convert` must call :meth:`prepare` after the rewrite."""
+        return self.needs_calibration_data()
+
     def prepare(self, snn: SpikingNetwork, preparation: Preparation) -> None:
         """Set data-dependent parameters after the graph rewrite (thresholds, weight scales).
 
-        Called by :func:`~spikebridge.convert` when :meth:`needs_calibration_data` is true.
+        Called by :func:`~spikebridge.convert` when :meth:`needs_preparation` is true;
+        ``preparation.data`` is ``None`` unless :meth:`needs_calibration_data` is.
         """
 
     def horizon_dependent(self) -> bool:

@@ -84,6 +84,9 @@ class DataNormalizedMethod(ConversionMethod):
     def needs_calibration_data(self) -> bool:
         return True
 
+    def needs_preparation(self) -> bool:
+        return True  # the unit-spike rewrite, even when the scales need no data
+
     def horizon_dependent(self) -> bool:
         return self.residual > 0.0
 
@@ -105,4 +108,4 @@ class DataNormalizedMethod(ConversionMethod):
     def params(self) -> dict[str, Any]:
         return {"percentile": self.percentile, "kappa": self.kappa, "reset": self.reset,
                 "v0": self.initial_fraction, "eta": self.residual,
-                "fold_epsilon": self.fold_epsilon, "threshold_scale": self.threshold_factor}
+                "fold_epsilon": self.fold_epsilon, "scale": self.threshold_factor}
