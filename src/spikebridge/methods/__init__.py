@@ -13,6 +13,8 @@ from .opi import OPIMethod
 from .qcfs import QCFSMethod
 from .rmp import RMPMethod
 from .rueckauer import MaxNormMethod, RobustNormMethod
+from .slip import SlipMethod
+from .strelu import LeakyThresholdMethod, StReLUMethod, ThresholdReLUMethod
 from .threshold_balancing import ThresholdBalancingMethod
 
 __all__ = [
@@ -36,6 +38,10 @@ METHODS: dict[str, type[ConversionMethod]] = {
     RMPMethod.name: RMPMethod,
     OPIMethod.name: OPIMethod,
     ECCMethod.name: ECCMethod,
+    SlipMethod.name: SlipMethod,
+    StReLUMethod.name: StReLUMethod,
+    LeakyThresholdMethod.name: LeakyThresholdMethod,
+    ThresholdReLUMethod.name: ThresholdReLUMethod,
 }
 
 
