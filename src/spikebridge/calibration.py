@@ -12,9 +12,9 @@ over the data by keeping only the :math:`k = n - \lceil pn/100\rceil + 1` larges
 from __future__ import annotations
 
 import math
-from fractions import Fraction
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 
 import torch
 from torch import fx

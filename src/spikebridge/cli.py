@@ -67,7 +67,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir", type=Path, default=None,
                    help="directory with the dataset's IDX files (default: the Debian package's)")
     p.add_argument("--activation", default="qcfs:L=4,theta=2",
-                   help="qcfs:L=4,theta=2 (default) | clipped_relu:theta=2 | relu")
+                   help="qcfs:L=4,theta=2 (default) | relu | clipped_relu:theta=2 | "
+                   "slip:L=4,c=0.5,theta=2[,delta1=0,delta2=0.5,learn_c=1] | strelu:theta=2 "
+                   "(a reconstruction, docs/methods.md §6) | "
+                   "leaky_threshold:theta=2,alpha=0.1,neg_theta=0.5")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=0.1)

@@ -276,7 +276,8 @@ class IFNeuron(nn.Module):
                              "without residual current")
         self.negative: tuple[float, float] | None = None
         if negative_threshold is not None:
-            neg = float(negative_threshold)
+            # rounded like θ, which lives in a float32 buffer: ±θ thresholds stay symmetric
+            neg = float(torch.tensor(float(negative_threshold), dtype=torch.float32))
             if not (neg > 0.0 and math.isfinite(neg)):
                 raise ValueError(f"the negative threshold must be a finite number > 0 (it fires "
                                  f"at -θ₋), got {negative_threshold}")

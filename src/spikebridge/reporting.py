@@ -126,7 +126,8 @@ def format_accuracy_table(records: Sequence[dict[str, Any]]) -> str:
     for rec in records:
         row = f"{_label(rec):<{width}}"
         if not single:
-            row += "        -" if rec["ann_accuracy"] is None else f"{rec['ann_accuracy'] * 100:>9.2f}"
+            ann_rec = rec["ann_accuracy"]
+            row += f"{'-':>9}" if ann_rec is None else f"{ann_rec * 100:>9.2f}"
         row += "".join(f"{rec['snn_accuracy'][t] * 100:>9.2f}" if t in rec["snn_accuracy"]
                        else f"{'-':>9}" for t in steps)
         lines.append(row)

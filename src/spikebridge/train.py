@@ -21,7 +21,14 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .activations import QCFS, ActivationSpec, ClippedReLU
+from .activations import (
+    QCFS,
+    ActivationSpec,
+    AsymmetricLeakyReLU,
+    ClippedReLU,
+    SlipReLU,
+    SymmetricThresholdReLU,
+)
 from .checkpoint import CheckpointError, CheckpointWriter, LoadedCheckpoint, read_checkpoint
 from .data import BatchLoader, ImageDataset, load_dataset
 from .models import create_model
@@ -62,11 +69,13 @@ class TrainConfig:
 
 
 def learned_thresholds(model: nn.Module) -> dict[str, float]:
-    """θ of every QCFS / clipped-ReLU activation, by qualified module name."""
+    """θ of every activation with a trained threshold (QCFS, clipped ReLU, SlipReLU, stReLU,
+    asymmetric LeakyReLU), by qualified module name."""
+    kinds = (QCFS, ClippedReLU, SlipReLU, SymmetricThresholdReLU, AsymmetricLeakyReLU)
     return {
         name: float(module.theta.detach())
         for name, module in model.named_modules()
-        if isinstance(module, (QCFS, ClippedReLU))
+        if isinstance(module, kinds)
     }
 
 

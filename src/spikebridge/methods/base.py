@@ -123,8 +123,10 @@ class ConversionMethod(ABC):
         """Set data-dependent parameters after the graph rewrite (thresholds, weight scales).
 
         Called by :func:`~spikebridge.convert` when :meth:`needs_preparation` is true;
-        ``preparation.data`` is ``None`` unless :meth:`needs_calibration_data` is.
+        ``preparation.data`` is ``None`` unless :meth:`needs_calibration_data` is. The default
+        does nothing (methods without data-dependent parameters).
         """
+        return None
 
     def horizon_dependent(self) -> bool:
         """Whether a neuron's dynamics depend on the run length T (ECC's TRE current ηθ/T).

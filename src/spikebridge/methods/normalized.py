@@ -12,7 +12,8 @@ ordinary ReLU ANN the same way and differ only in four choices, which this base 
 * BatchNorm folding with or without ε (§7.5).
 
 The network is put in unit-spike form by :func:`~spikebridge.normalization.normalize_weights`
-(:math:`W^n \leftarrow \kappa\lambda_{n-1}W^n/\lambda_n`, :math:`b^n\leftarrow\kappa b^n/\lambda_n`).
+(:math:`W^n \leftarrow \kappa\lambda_{n-1}W^n/\lambda_n`,
+:math:`b^n\leftarrow\kappa b^n/\lambda_n`).
 """
 
 from __future__ import annotations
