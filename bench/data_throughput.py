@@ -16,7 +16,6 @@ import io
 import os
 import platform
 import statistics
-import sys
 import tempfile
 import time
 import warnings
@@ -145,8 +144,8 @@ def main() -> int:
     print(
         f"python {platform.python_version()}, torch {torch.__version__}, "
         f"{os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}, "
-        f"decoders {imagefolder_module.available_decoders()}",
-        file=sys.stderr,
+        f"decoders {imagefolder_module.available_decoders()}, "
+        f"load average at start {os.getloadavg()[0]:.1f}\n"
     )
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

@@ -297,6 +297,7 @@ def test_loader_batches_do_not_depend_on_workers(tree):
     plain = _epoch(make_loader(ds, batch_size=6))
     assert plain[0][1].tolist() == [0, 0, 0, 1, 1, 2]
     assert isinstance(serial, torch.utils.data.DataLoader) and not serial.pin_memory
+    assert serial.dataset.classes == ds.classes and serial.dataset.num_classes == 3
 
 
 def test_loader_reports_or_skips_corrupt_images(tree):

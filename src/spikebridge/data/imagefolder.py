@@ -668,6 +668,11 @@ class _Guarded(Dataset):
     def __init__(self, dataset: ImageFolderDataset) -> None:
         self.dataset = dataset
 
+    def __getattr__(self, name: str) -> Any:  # loader.dataset.classes etc. reach the dataset
+        if name == "dataset":  # not set yet (during unpickling in a spawned worker)
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
+
     def __len__(self) -> int:
         return len(self.dataset)
 
@@ -684,7 +689,8 @@ def _collate(items: list[tuple[Any, int, tuple[str, str] | None]]):
     failures = [failure for _, _, failure in items if failure is not None]
     if not good:
         return torch.empty(0), torch.empty(0, dtype=torch.int64), failures
-    x = torch.stack([x for x, _ in good])
+    with _one_thread():  # a memory copy: threads only add hand-offs
+        x = torch.stack([x for x, _ in good])
     y = torch.tensor([y for _, y in good], dtype=torch.int64)
     return x, y, failures
 
