@@ -243,7 +243,8 @@ def test_unknown_name_and_split():
         load_dataset("cifar-1000")
     with pytest.raises(ValueError, match="split"):
         load_dataset("digits", split="validation")
-    assert list_datasets() == ["digits", "fashion-mnist", "mnist"]
+    assert list_datasets() == ["cifar10", "cifar100", "cifar100-coarse", "digits",
+                               "fashion-mnist", "mnist"]
 
 
 def test_real_fashion_mnist(monkeypatch):

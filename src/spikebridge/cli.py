@@ -63,7 +63,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default="fashion_cnn", help="architecture (default fashion_cnn; "
                    "see `spikebridge info`)")
     p.add_argument("--dataset", default="fashion-mnist",
-                   help="fashion-mnist (default), mnist, digits")
+                   help="fashion-mnist (default), mnist, digits, cifar10, cifar100, "
+                   "cifar100-coarse (`spikebridge info`; docs/data.md)")
     p.add_argument("--data-dir", type=Path, default=None,
                    help="directory with the dataset's IDX files (default: the Debian package's)")
     p.add_argument("--activation", default="qcfs:L=4,theta=2",
@@ -146,6 +147,34 @@ def _add_cos_options(p: argparse.ArgumentParser) -> None:
                    help="±1-spike corrections per neuron (default 1; 0 = plain QCFS)")
     g.add_argument("--variant", choices=("shift", "lightweight"), default="shift")
     g.add_argument("--epsilon", type=float, default=1e-3, help="ε as a fraction of θ")
+
+
+def _add_energy_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("operation and energy counting (docs/energy.md)")
+    g.add_argument("--no-energy", action="store_true",
+                   help="do not count spikes, synaptic operations and energy (slightly faster)")
+    g.add_argument("--mac-pj", type=float, default=4.6,
+                   help="energy of one MAC in pJ (default 4.6: 32-bit float, 45 nm, Horowitz 2014)")
+    g.add_argument("--ac-pj", type=float, default=0.9,
+                   help="energy of one synaptic accumulate in pJ (default 0.9, same source)")
+    g.add_argument("--first-layer", choices=("once", "every_step"), default="once",
+                   help="charge the analog first layer once per image (the simulator caches it; "
+                   "default) or at every presented step (hardware re-presenting the image)")
+
+
+def _energy_model(args: argparse.Namespace):
+    from .energy import EnergyModel
+
+    return EnergyModel(mac_pj=getattr(args, "mac_pj", 4.6), ac_pj=getattr(args, "ac_pj", 0.9),
+                       first_layer=getattr(args, "first_layer", "once"))
+
+
+def _print_energy(records: list[dict]) -> None:
+    from .energy import format_energy_table
+
+    table = format_energy_table(records)
+    if table:
+        print("\n" + table)
 
 
 _METHODS_HELP = (
@@ -293,7 +322,9 @@ def _run_methods(args: argparse.Namespace, specs: list, steps: list[int]):
                       progress=not args.quiet)
         result = evaluate(snn, loader, steps, ann=ann if model_dir not in ann_accuracy else None,
                           mode=args.mode, device=args.device, progress=not args.quiet,
-                          description=f"{spec.label}: simulating T={max(steps)}")
+                          description=f"{spec.label}: simulating T={max(steps)}",
+                          count_operations=not getattr(args, "no_energy", False),
+                          energy=_energy_model(args))
         if model_dir not in ann_accuracy:
             ann_accuracy[model_dir] = result.ann_accuracy
         extra = {"label": spec.label,
@@ -321,6 +352,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
                    help="comma-separated time-steps (default 1,2,4,8,16,32)")
     p.add_argument("--json", type=Path, default=None, help="write the result record here")
     _add_cos_options(p)
+    _add_energy_options(p)
     _add_common(p)
     p.set_defaults(func=_cmd_evaluate)
 
@@ -334,6 +366,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                          "several")
     records = _run_methods(args, specs, args.T)
     print(format_accuracy_table(records))
+    _print_energy(records)
     if args.json:
         write_json(args.json, records[0])
         print(f"wrote {args.json}")
@@ -350,8 +383,10 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
                    + _METHODS_HELP.format(", ".join(_method_names())) + " Default qcfs,cos.")
     p.add_argument("--T", type=_int_list, default=[1, 2, 4, 8, 16, 32])
     p.add_argument("--out", type=Path, default=Path("out/compare"),
-                   help="directory for results.json, results.csv, accuracy_vs_T.png")
+                   help="directory for results.json, results.csv, accuracy_vs_T.png and "
+                   "accuracy_vs_energy.png")
     _add_cos_options(p)
+    _add_energy_options(p)
     _add_common(p)
     p.set_defaults(func=_cmd_compare)
 
@@ -363,6 +398,10 @@ def _write_comparison(records: list[dict], out: Path) -> None:
     write_csv(out / "results.csv", records)
     plot_accuracy(records, out / "accuracy_vs_T.png")
     print(f"wrote {out / 'results.json'}, {out / 'results.csv'}, {out / 'accuracy_vs_T.png'}")
+    if any(rec.get("ops") for rec in records):
+        from .energy import plot_accuracy_vs_energy
+
+        print(f"wrote {plot_accuracy_vs_energy(records, out / 'accuracy_vs_energy.png')}")
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
@@ -370,6 +409,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
     records = _run_methods(args, _method_specs(args.methods, args), args.T)
     print(format_accuracy_table(records))
+    _print_energy(records)
     _write_comparison(records, args.out)
     return 0
 
@@ -391,6 +431,7 @@ def _add_analyse(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--iterations", type=_int_list, default=[0, 1, 2, 4],
                    help="COS iteration counts to compare (default 0,1,2,4; 0 = no calibration)")
     p.add_argument("--out", type=Path, default=Path("out/analyse"))
+    _add_energy_options(p)
     _add_common(p)
     p.set_defaults(func=_cmd_analyse)
 
@@ -418,6 +459,15 @@ def _cmd_analyse(args: argparse.Namespace) -> int:
     })
     plot_offsets(reports, args.out / "offsets.png")
     print(f"wrote {args.out / 'offsets.json'}, {args.out / 'offsets.png'}")
+    if not args.no_energy:  # firing rates and synaptic operations per layer (docs/energy.md)
+        from .energy import iteration_operations, plot_layer_operations
+
+        runs = iteration_operations(ann, loader, steps, args.iterations, rho=args.rho,
+                                    energy=_energy_model(args), progress=not args.quiet)
+        write_json(args.out / "operations.json", {"model": label, "dataset": config["dataset"],
+                                                  "T": steps, "rho": args.rho, "runs": runs})
+        plot_layer_operations(runs, steps, args.out / "layer_operations.png")
+        print(f"wrote {args.out / 'operations.json'}, {args.out / 'layer_operations.png'}")
     return 0
 
 
@@ -440,6 +490,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=250)
     p.add_argument("--mode", choices=("auto", "step", "layer", "hybrid"), default="auto")
     _add_cos_options(p)
+    _add_energy_options(p)
     _add_common(p)
     p.set_defaults(func=_cmd_demo, calibration_samples=1000, weight_bits=None)
 
@@ -474,6 +525,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
           f"(ρ = {args.rho}); `--limit 0` uses all 10 000.")
     records = _run_methods(args, _method_specs("qcfs,cos", args), args.T)
     print(format_accuracy_table(records))
+    _print_energy(records)
     _write_comparison(records, args.out)
     return 0
 

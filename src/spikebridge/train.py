@@ -182,7 +182,8 @@ def _train(
     model = create_model(cfg.architecture, num_classes=train_set.num_classes,
                          in_channels=train_set.in_channels, activation=cfg.activation, **kwargs)
     loader = BatchLoader(train_set, cfg.batch_size, shuffle=True, augment=cfg.augment,
-                         seed=cfg.seed, drop_last=True)
+                         seed=cfg.seed, drop_last=True,
+                         crop_padding=4 if tuple(train_set.input_size) == (32, 32) else 2)
     test_loader = BatchLoader(test_set, 500)
     if len(loader) == 0:
         raise ValueError(
