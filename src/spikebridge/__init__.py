@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from .activations import QCFS, ActivationSpec, ClippedReLU
 from .convert import UnsupportedLayerError, convert
+from .energy import EnergyModel, OperationCounter, OperationReport, ann_operations
 from .methods import get_method, list_methods
 from .network import SpikingNetwork
 from .neurons import IFNeuron
@@ -24,11 +25,15 @@ __all__ = [
     "QCFS",
     "ActivationSpec",
     "ClippedReLU",
+    "EnergyModel",
     "Evaluation",
     "IFNeuron",
+    "OperationCounter",
+    "OperationReport",
     "SpikingNetwork",
     "UnsupportedLayerError",
     "__version__",
+    "ann_operations",
     "convert",
     "evaluate",
     "get_method",

@@ -4,7 +4,12 @@ The evaluation record (one per method) is the schema of ``spikebridge evaluate -
 
     {"dataset", "model", "method", "params": {...}, "ann_accuracy",
      "snn_accuracy": {"1": ..., "2": ...}, "n_samples",
-     "latency": {"T": {"presimulation": ρ·iterations, "inference": T, "total": ...}}, ...}
+     "latency": {"T": {"presimulation": ρ·iterations, "inference": T, "total": ...}},
+     "ops": {"T": {"snn_sops", "snn_first_layer_macs", "ann_macs", "sops_per_mac",
+                   "energy_pj": {"snn", "ann"}, "ratio", ...}},
+     "operations": {"conventions", "layers", "per_step", "ann_layers"}, ...}
+
+(``ops``/``operations`` per image, docs/energy.md; absent when counting was switched off.)
 
 Accuracies are fractions in [0, 1].
 """
@@ -18,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .checkpoint import atomic_write_bytes, atomic_write_json
+from .energy import CSV_COLUMNS, csv_values, record_fields
 from .network import SpikingNetwork
 from .simulate import Evaluation
 
@@ -64,6 +70,8 @@ def evaluation_record(
                     for t in steps},
         "seconds": {"snn": round(evaluation.snn_seconds, 3),
                     "ann": round(evaluation.ann_seconds, 3)},
+        # per T: synaptic operations, MACs, SOPs/MAC, energy (docs/energy.md)
+        **record_fields(getattr(evaluation, "operations", None), steps),
         **(extra or {}),
     }
 
@@ -79,7 +87,7 @@ def write_csv(path: str | Path, records: Sequence[dict[str, Any]]) -> Path:
     writer = csv.writer(buffer)
     writer.writerow(["method", "label", "params", "model", "T", "total_steps", "snn_accuracy",
                      "ann_accuracy", "n_samples", "signed_spikes", "bits_per_spike",
-                     "weight_bits"])
+                     "weight_bits", *CSV_COLUMNS])
     for rec in records:
         params = ";".join(f"{k}={v}" for k, v in rec["params"].items())
         spikes = rec.get("spikes", {})
@@ -88,7 +96,8 @@ def write_csv(path: str | Path, records: Sequence[dict[str, Any]]) -> Path:
                              rec["latency"][t]["total"], f"{acc:.6f}",
                              "" if rec["ann_accuracy"] is None else f"{rec['ann_accuracy']:.6f}",
                              rec["n_samples"], spikes.get("signed", ""),
-                             spikes.get("bits_per_spike", ""), rec.get("weight_bits") or ""])
+                             spikes.get("bits_per_spike", ""), rec.get("weight_bits") or "",
+                             *csv_values(rec, t)])
     atomic_write_bytes(path, buffer.getvalue().encode())
     return Path(path)
 

@@ -21,11 +21,13 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .energy import OperationCounter, record_operations
 from .network import SpikingNetwork
 from .neurons import sequence_mode
 
@@ -177,6 +179,8 @@ class Evaluation:
     snn_seconds: float = 0.0
     ann_seconds: float = 0.0
     params: dict = field(default_factory=dict)
+    # operation counts and energy per T (spikebridge.energy.OperationReport); None if not counted
+    operations: Any = None
 
     def at(self, steps: Sequence[int]) -> dict[int, float]:
         return {t: self.snn_accuracy[t] for t in steps}
@@ -192,10 +196,15 @@ def evaluate(
     device: torch.device | str | None = None,
     progress: bool = False,
     description: str = "simulating",
+    count_operations: bool = True,
+    energy: Any = None,
 ) -> Evaluation:
     """Accuracy of ``snn`` at every ``t <= max(steps)`` from one run, and of ``ann`` if given.
 
     ``batches`` yields ``(x, y)`` pairs (e.g. a :class:`spikebridge.data.BatchLoader`).
+    ``count_operations`` (default on) also counts spike events, synaptic operations and energy
+    per T (``Evaluation.operations``, :mod:`spikebridge.energy`, docs/energy.md) under the
+    ``energy`` model (a :class:`spikebridge.energy.EnergyModel`; default 45 nm).
     """
     step_list = [steps] if isinstance(steps, int) else list(steps)
     if not step_list:
@@ -210,6 +219,7 @@ def evaluate(
     # A neuron whose dynamics depend on T (ECC's TRE current ηθ/T) needs one run per T; any
     # other network gives every t <= max(T) from a single run.
     per_horizon = snn.horizon_dependent()
+    counter = OperationCounter(snn, energy) if count_operations else None
     correct = torch.zeros(horizon, dtype=torch.long)
     ann_correct = n = 0
     snn_seconds = ann_seconds = 0.0
@@ -219,10 +229,12 @@ def evaluate(
         start = time.perf_counter()
         if per_horizon:
             for t in sorted(set(step_list)):
-                outputs = simulate(snn, x, t, mode=mode)
+                with record_operations(counter, x, t):
+                    outputs = simulate(snn, x, t, mode=mode)
                 correct[t - 1] += correct_over_time(outputs, y)[-1].cpu()
         else:
-            outputs = simulate(snn, x, horizon, mode=mode)
+            with record_operations(counter, x, horizon):
+                outputs = simulate(snn, x, horizon, mode=mode)
             correct += correct_over_time(outputs, y).cpu()
         snn_seconds += time.perf_counter() - start
         if ann is not None:
@@ -235,6 +247,7 @@ def evaluate(
         raise ValueError("evaluate() got no samples")
     reported = sorted(set(step_list)) if per_horizon else range(1, horizon + 1)
     accuracy = {t: float(correct[t - 1]) / n for t in reported}
+    operations = None if counter is None else counter.report(step_list, per_horizon=per_horizon)
     return Evaluation(
         snn_accuracy=accuracy,
         n_samples=n,
@@ -243,4 +256,5 @@ def evaluate(
         ann_seconds=ann_seconds,
         params={"method": snn.method.name, **snn.method.params(),
                 **({"weight_bits": snn.weight_bits} if snn.weight_bits else {})},
+        operations=operations,
     )
