@@ -1,4 +1,4 @@
-"""COS (methods.md §4): Theorems 1–3 as property tests, calibration behaviour, bad input."""
+"""COS (docs/methods.md §4): Theorems 1–3 as property tests, calibration behaviour, bad input."""
 
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ def test_theorem2_up_shift_adds_exactly_one_spike(currents, theta, v0_frac, eps_
 
 
 def test_shift_below_theta_only_moves_a_spike():
-    """The max{θ, ·} in Theorem 2 is needed (methods.md §4.4 example)."""
+    """The max{θ, ·} in Theorem 2 is needed (docs/methods.md §4.4 example)."""
     before = trace_of([0.3] * 4, 1.0, 0.5)
     assert int(before.count) == 1
     assert int(trace_of([0.3] * 4, 1.0, 0.5 + 0.201).count) == 1

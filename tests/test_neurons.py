@@ -24,7 +24,7 @@ def run(currents: list[float], theta: float, v0: float, reset: str = "subtract")
 @settings(max_examples=300, deadline=None)
 @given(currents_st, theta_st, st.floats(-2.0, 2.0))
 def test_rate_identity(currents, theta, v0_frac):
-    """φ(T) = mean current − (v(T) − v(0))/T exactly, for any input order (methods.md §2.4)."""
+    """φ(T) = mean current − (v(T) − v(0))/T exactly, for any input order (docs/methods.md §2.4)."""
     v0 = v0_frac * theta
     trace = run(currents, theta, v0)
     T = len(currents)

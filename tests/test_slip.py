@@ -1,4 +1,4 @@
-"""SlipReLU (methods.md §5): forward special cases bit for bit (§5.4), gradients (§5.2), and
+"""SlipReLU (docs/methods.md §5): forward special cases bit for bit (§5.4), gradients (§5.2), and
 the SNN mapping (§5.3): with T = L and constant input the IF neuron reproduces the step branch."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Symmetric-threshold ReLU and its baselines (methods.md §6) — a RECONSTRUCTION.
+"""Symmetric-threshold ReLU and its baselines (docs/methods.md §6) — a RECONSTRUCTION.
 
 The stReLU paper's formulas were not recovered (only its abstract); these tests check our
 reading of §6.2: stReLU = clip(z, −θ, θ) → signed IF neuron with thresholds ±θ and weighted

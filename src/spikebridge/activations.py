@@ -1,13 +1,13 @@
 """ANN-side activations whose outputs an integrate-and-fire neuron can reproduce.
 
 Every activation here has a single scalar, per-layer upper threshold ``theta`` that becomes the
-firing threshold of the IF neuron that replaces it at conversion (methods.md §3.3).
+firing threshold of the IF neuron that replaces it at conversion (docs/methods.md §3.3).
 
-* :class:`QCFS` — quantization clip-floor-shift (methods.md §3.1), trainable ``theta``.
+* :class:`QCFS` — quantization clip-floor-shift (docs/methods.md §3.1), trainable ``theta``.
 * :class:`ClippedReLU` — ``clip(z, 0, theta)``, trainable ``theta`` (the ``L → ∞`` limit of QCFS;
   the "threshold ReLU" of the stReLU paper, §6.2).
-* :class:`SlipReLU` — weighted sum of a threshold-ReLU and a QCFS-like step (methods.md §5.1).
-* :class:`SymmetricThresholdReLU` — ``clip(z, -theta, theta)`` (stReLU, methods.md §6.2,
+* :class:`SlipReLU` — weighted sum of a threshold-ReLU and a QCFS-like step (docs/methods.md §5.1).
+* :class:`SymmetricThresholdReLU` — ``clip(z, -theta, theta)`` (stReLU, docs/methods.md §6.2,
   **reconstructed**: the paper's formulas were not recovered).
 * :class:`AsymmetricLeakyReLU` — ``clip(z, 0, theta)`` above 0, ``max(alpha z, -neg_theta)``
   below (the stReLU paper's asymmetric-threshold LeakyReLU baseline, §6.2, reconstructed).
@@ -39,7 +39,7 @@ __all__ = [
 
 
 class _FloorSTE(torch.autograd.Function):
-    """``floor`` in the forward pass, identity gradient in the backward pass (methods.md §3.2)."""
+    """``floor`` forward, identity gradient backward (docs/methods.md §3.2)."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
@@ -63,7 +63,7 @@ def _check_theta(theta: float) -> float:
 
 
 class QCFS(nn.Module):
-    r"""Quantization clip-floor-shift activation (methods.md §3.1, QCFS eq. 16).
+    r"""Quantization clip-floor-shift activation (docs/methods.md §3.1, QCFS eq. 16).
 
     .. math::
         a = \theta\,\mathrm{clip}\Big(\tfrac1L
@@ -72,12 +72,12 @@ class QCFS(nn.Module):
 
     ``theta`` (the paper's :math:`\lambda^l`) is a trainable scalar; the floor has a
     straight-through gradient and the clamp PyTorch's autograd gradient, which gives exactly the
-    gradients of methods.md §3.2 (window :math:`-\theta/2L \le z < \theta + \theta/2L` for
+    gradients of docs/methods.md §3.2 (window :math:`-\theta/2L \le z < \theta + \theta/2L` for
     :math:`\partial a/\partial z`; :math:`(a-z)/\theta` inside it and 1 above it for
     :math:`\partial a/\partial\theta`).
 
     At conversion the IF neuron gets threshold ``theta`` and initial potential ``shift * theta``
-    (methods.md §3.3).
+    (docs/methods.md §3.3).
     """
 
     def __init__(self, levels: int = 4, theta: float = 2.0, shift: float = 0.5) -> None:
@@ -138,7 +138,7 @@ def _check_positive(value: float, name: str) -> float:
 
 
 class SlipReLU(nn.Module):
-    r"""SlipReLU (methods.md §5.1): a weighted sum of a threshold ReLU and a QCFS-like step.
+    r"""SlipReLU (docs/methods.md §5.1): a weighted sum of a threshold ReLU and a QCFS-like step.
 
     .. math::
         h(z) = c\,\theta\,\mathrm{clip}\Big(\frac z\theta + \frac{\delta_1}{L}, 0, 1\Big)
@@ -191,7 +191,7 @@ class SlipReLU(nn.Module):
 class SymmetricThresholdReLU(nn.Module):
     r"""Symmetric-threshold ReLU (stReLU), :math:`a = \mathrm{clip}(z, -\theta, \theta)`.
 
-    **Reconstruction** (methods.md §6.2): only the paper's abstract was available, its formulas
+    **Reconstruction** (docs/methods.md §6.2): only the paper's abstract was available, its formulas
     were not recovered. The abstract says stReLU has a negative threshold (so negative activations
     are carried over to the SNN) and that its two thresholds are symmetric; this class is the
     best-supported reading of that: identity between −θ and θ, one trainable θ per layer

@@ -1,4 +1,4 @@
-r"""Offset-spike analysis (methods.md §4.1, §4.8): how many spikes each IF neuron is off.
+r"""Offset-spike analysis (docs/methods.md §4.1, §4.8): how many spikes each IF neuron is off.
 
 For neuron :math:`i` of IF layer :math:`l`, on one input sample (Definition 1):
 

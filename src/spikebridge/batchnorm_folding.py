@@ -1,4 +1,4 @@
-r"""Fold eval-mode BatchNorm into the preceding convolution or linear layer (methods.md §7.5).
+r"""Fold eval-mode BatchNorm into the preceding convolution or linear layer (docs/methods.md §7.5).
 
 .. math::
     \hat W_{i\cdot} = \frac{\gamma_i}{\sqrt{\sigma_i^2 + \epsilon}} W_{i\cdot},\qquad

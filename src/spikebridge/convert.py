@@ -3,7 +3,7 @@
 Three explicit passes over one traced graph, in the spirit of PyTorch's FX quantization:
 
 1. **fold** — every eval-mode BatchNorm directly after a conv/linear layer is folded into it
-   (methods.md §7.5, with ε); a BatchNorm anywhere else stays as a per-step affine map.
+   (docs/methods.md §7.5, with ε); a BatchNorm anywhere else stays as a per-step affine map.
 2. **check** — every node must be linear/affine in its input (conv, linear, average pooling,
    flatten, reshapes, residual adds, scaling by a constant) or an activation we can map; any
    other layer or call raises :class:`UnsupportedLayerError` naming it and what to do. Dropout
@@ -89,7 +89,7 @@ _LINEAR_METHODS = {"view", "reshape", "flatten", "size", "contiguous", "add", "a
 
 _MAXPOOL_HINT = (
     "max-pooling has no exact spiking counterpart; build the ANN with average pooling "
-    "(nn.AvgPool2d) and train it that way (methods.md §2.6)"
+    "(nn.AvgPool2d) and train it that way (docs/methods.md §2.6)"
 )
 _ACTIVATION_HINT = (
     "only ReLU-family activations map to IF neurons; train the ANN with "

@@ -1,7 +1,7 @@
 """The converted spiking network: an fx graph of linear layers and IF neurons.
 
 :class:`SpikingNetwork` is a standard ``nn.Module``. Besides the converted graph it knows which
-part of the graph is *time-invariant*: with direct input encoding (methods.md §2.6) the analog
+part of the graph is *time-invariant*: with direct input encoding (docs/methods.md §2.6) the analog
 image is the same at every step, so every node that depends only on the input (the first
 convolution, its BatchNorm, …) is computed once per batch, not once per step. The graph is split
 into a ``prefix`` (input → those constant currents) and a ``body`` (constants → output), the same

@@ -1,4 +1,4 @@
-"""Integrate-and-fire neurons (methods.md §2).
+"""Integrate-and-fire neurons (docs/methods.md §2).
 
 One neuron model, two execution styles:
 
@@ -125,7 +125,7 @@ def integrate_and_fire(
     extra: float = 0.0,
     negative: tuple[float, float] | None = None,
 ) -> IFTrace:
-    r"""Run an IF neuron for ``steps`` steps (methods.md §2.1 soft reset, §2.2 hard reset).
+    r"""Run an IF neuron for ``steps`` steps (docs/methods.md §2.1 soft reset, §2.2 hard reset).
 
     .. math::
         m(t) = v(t-1) + c(t),\quad s(t) = H(m(t) - \theta),\quad
@@ -231,7 +231,7 @@ def sequence_mode(steps: int, batch_size: int) -> Iterator[None]:
 
 
 class IFNeuron(nn.Module):
-    r"""Integrate-and-fire neuron replacing one ANN activation (methods.md §2.1–2.3).
+    r"""Integrate-and-fire neuron replacing one ANN activation (docs/methods.md §2.1–2.3).
 
     .. math::
         m(t) = v(t-1) + c(t),\qquad s(t) = H(m(t) - \theta),\qquad

@@ -13,7 +13,7 @@ Tensors over time are ``[T, B, ...]``. Three execution styles give bit-identical
 
 Either way the time-invariant prefix (layers fed only by the constant analog input) runs once
 per batch, and the output layer's running mean gives the accuracy at every ``t <= T`` from one
-run (methods.md §2.6).
+run (docs/methods.md §2.6).
 """
 
 from __future__ import annotations

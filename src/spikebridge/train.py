@@ -1,4 +1,4 @@
-"""ANN training loop (SGD + momentum, cosine schedule, weight decay; methods.md §3.6).
+"""ANN training loop (SGD + momentum, cosine schedule, weight decay; docs/methods.md §3.6).
 
 Commits a checkpoint after every epoch: weights, ``config.json`` and the training state are one
 snapshot published atomically (:class:`~spikebridge.checkpoint.CheckpointWriter`), so a run

@@ -1,4 +1,4 @@
-r"""COS: calibrating offset spikes (Hao et al., ICLR 2023; methods.md §4).
+r"""COS: calibrating offset spikes (Hao et al., ICLR 2023; docs/methods.md §4).
 
 Per sample and per neuron, each IF layer (in forward order, fed by the *calibrated* output of
 the layer before) is pre-simulated for ρ steps from :math:`v(0) = \theta/2`. The residual
@@ -35,7 +35,7 @@ VARIANTS = ("shift", "lightweight")
 def offset_sign(
     v_final: torch.Tensor, count: torch.Tensor, steps: int, threshold: float
 ) -> torch.Tensor:
-    r"""Sign of the offset spike from the residual potential (Theorem 1, methods.md §4.2).
+    r"""Sign of the offset spike from the residual potential (Theorem 1, docs/methods.md §4.2).
 
     * :math:`-1` (too many spikes) if :math:`N \ge 1` and :math:`v(T) < 0`;
     * :math:`+1` (too few spikes) if :math:`N < T` and :math:`v(T) \ge \theta`;
@@ -66,7 +66,7 @@ def up_shift(silent_max: torch.Tensor, threshold: float, epsilon: float) -> torc
 
 @dataclass(frozen=True)
 class OffsetSpikeCalibration:
-    r"""The per-neuron, per-sample initial-potential rule of COS (methods.md §4.5–4.7).
+    r"""The per-neuron, per-sample initial-potential rule of COS (docs/methods.md §4.5–4.7).
 
     ``rho``: pre-simulation steps ρ; ``iterations``: how many ±1 corrections a neuron may get
     (§4.6; 0 disables calibration); ``variant``: ``"shift"`` (Theorems 1–2) or
@@ -78,7 +78,7 @@ class OffsetSpikeCalibration:
     :math:`v(\rho) \ge k\theta` (Theorem 3: :math:`\psi = \lfloor v(\rho)/\theta\rfloor`), each
     time re-running the ρ steps from the current start to get :math:`m^\downarrow, m^\uparrow`.
 
-    Where methods.md's pseudo-code shifts up on :math:`v(\rho) \ge \theta` alone, we also
+    Where docs/methods.md's pseudo-code shifts up on :math:`v(\rho) \ge \theta` alone, we also
     require a silent pre-simulation step (Theorem 1(ii)'s precondition "fewer than ρ spikes"):
     without one no spike can be added and the reference code's shift degenerates to ≈1000θ.
     """
@@ -117,7 +117,7 @@ class OffsetSpikeCalibration:
         constant: bool,
         reset: str,
     ) -> torch.Tensor:
-        """Calibrated ``v(0)`` for every neuron of the batch (methods.md §4.5 stage 1).
+        """Calibrated ``v(0)`` for every neuron of the batch (docs/methods.md §4.5 stage 1).
 
         The full layer is pre-simulated once without bookkeeping (the plain IF update plus a
         spike count); Theorem 2's extrema are then computed only for the neurons Theorem 1

@@ -1,4 +1,4 @@
-"""QCFS conversion (methods.md §3.3): same weights, θ = λ, v(0) = φθ, soft reset."""
+"""QCFS conversion (docs/methods.md §3.3): same weights, θ = λ, v(0) = φθ, soft reset."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ __all__ = ["QCFSMethod"]
 
 
 class QCFSMethod(ConversionMethod):
-    r"""Map every activation to an IF neuron with reset-by-subtraction (methods.md §3.3).
+    r"""Map every activation to an IF neuron with reset-by-subtraction (docs/methods.md §3.3).
 
     :math:`\theta^l = \lambda^l`, :math:`v^l(0) = \varphi\theta^l` with the ANN's shift
     :math:`\varphi` (½ for QCFS, §3.1; ½ is also used for clipped ReLUs and ReLUs, the
