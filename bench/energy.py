@@ -47,15 +47,16 @@ def summarize(paths: list[Path]) -> str:
         records = json.loads(Path(path).read_text())["results"]
         steps = list(records[0]["snn_accuracy"])
         first = records[0]["ops"][steps[0]]
-        lines += [f"**{records[0]['model']}** — ANN {records[0]['ann_accuracy'] * 100:.2f} %, "
-                  f"{first['ann_macs'] / 1e6:.3f} M MACs/image, {records[0]['n_samples']} test "
-                  f"images ({path})", "",
+        models = sorted({rec["model"] for rec in records})
+        lines += [f"**{', '.join(models)}**: {first['ann_macs'] / 1e6:.3f} M ANN MACs/image, "
+                  f"{records[0]['n_samples']} test images ({path})", "",
                   "| method | | " + " | ".join(f"T={t}" for t in steps) + " |",
                   "|---|---|" + "---|" * len(steps)]
         below = []
         for rec in records:
             label, ops, acc = short_label(rec), rec["ops"], rec["snn_accuracy"]
-            rows = (("acc %", [f"{acc[t] * 100:.2f}" for t in steps]),
+            ann = rec["ann_accuracy"]
+            rows = ((f"acc % (ANN {ann * 100:.2f})", [f"{acc[t] * 100:.2f}" for t in steps]),
                     ("SOPs (M)", [f"{ops[t]['snn_sops'] / 1e6:.3g}" for t in steps]),
                     ("SOPs/MAC", [f"{ops[t]['sops_per_mac']:.2f}" for t in steps]),
                     ("E SNN/ANN", [f"{ops[t]['ratio']:.2f}" for t in steps]))
