@@ -43,14 +43,7 @@ from spikebridge.checkpoint import (
 from spikebridge.data import IdxFormatError, read_idx
 from spikebridge.train import TrainConfig, train
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: intra-op threads only add contention on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 # ---------------------------------------------------------------------------------------------

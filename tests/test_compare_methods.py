@@ -28,13 +28,7 @@ EXTRA = sorted((set(PENDING) | set(METHODS)) - set(CORE))
 STEPS = ["1", "4"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Two shared cores: one intra-op thread is ~10x faster than two contended ones."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -34,13 +34,7 @@ from spikebridge.simulate import correct_over_time, evaluate, simulate
 DATA_METHODS = ["maxnorm", "robustnorm", "threshold-balancing", "rmp", "opi", "ecc"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Two shared cores: one intra-op thread is ~10x faster than two contended ones."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 def _images(n: int, seed: int = 0) -> torch.Tensor:

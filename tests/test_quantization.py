@@ -17,14 +17,7 @@ from spikebridge.quantization import check_bits, quantize_tensor, quantize_weigh
 from spikebridge.shipped import SHIPPED_MODEL_DIR
 from spikebridge.simulate import evaluate, simulate
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Two shared cores: one intra-op thread is ~10x faster than two contended ones."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 # ---------------------------------------------------------------------------------- check_bits

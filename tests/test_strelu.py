@@ -90,12 +90,14 @@ def test_asymmetric_negative_branch_rate(z, alpha, neg_theta, T):
     """Negative threshold θ₋/α, spikes −θ₋, v(0) = 0, constant z < 0:
     N₋ = clip(⌊Tα|z|/θ₋⌋, 0, T), so φ(T) = −θ₋N₋/T is within θ₋/T of max(αz, −θ₋)."""
     neuron = leaky_neuron(2.0, alpha, neg_theta)
-    assert neuron.negative == (neg_theta / alpha, neg_theta)
+    # θ₋ is stored rounded to float32, like θ (so ±θ stay exactly symmetric)
+    neg_threshold = float(torch.tensor(neg_theta / alpha, dtype=torch.float32))
+    assert neuron.negative == (neg_threshold, neg_theta)
     assert neuron.spike_value() == float(neuron.threshold) == 2.0
     out = run_steps(neuron, [z] * T)
     phi = float(out.sum()) / T
     assert phi == pytest.approx(max(alpha * z, -neg_theta), abs=neg_theta / T + 1e-9)
-    exact = T * abs(z) / (neg_theta / alpha)
+    exact = T * abs(z) / neg_threshold
     if abs(exact - round(exact)) > 1e-6:
         assert round(-phi * T / neg_theta) == min(math.floor(exact), T)
     assert (out <= 0).all()
