@@ -1,7 +1,7 @@
 """spikebridge — convert trained ANNs into spiking neural networks that keep their accuracy at
 very few time-steps.
 
-The flow (design.md): train an ANN with a spiking-friendly activation (QCFS) →
+The flow: train an ANN with a spiking-friendly activation (QCFS) →
 :func:`convert` (BatchNorm folding, activation → IF neuron) → :func:`simulate` for T steps →
 :func:`evaluate` (accuracy at every t ≤ T), optionally calibrating offset spikes (``method="cos"``).
 

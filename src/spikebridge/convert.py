@@ -1,4 +1,4 @@
-"""ANN → SNN conversion as a torch.fx graph rewrite (design.md "convert").
+"""ANN → SNN conversion as a torch.fx graph rewrite.
 
 Three explicit passes over one traced graph, in the spirit of PyTorch's FX quantization:
 

@@ -1,4 +1,4 @@
-"""Running a converted SNN over time and measuring it (design.md "execution model").
+"""Running a converted SNN over time and measuring it.
 
 Tensors over time are ``[T, B, ...]``. Three execution styles give bit-identical results:
 

@@ -1,4 +1,4 @@
-"""The recipe interface every conversion method implements (design.md: "a method is a recipe").
+"""The recipe interface every conversion method implements.
 
 A recipe says how one ANN activation becomes a spiking neuron (threshold, initial potential,
 reset, calibration). The graph rewrite in :mod:`spikebridge.convert` is the same for every
