@@ -193,3 +193,13 @@ def test_cos_needs_layer_mode_and_if_layers():
         sb.convert(nn.Sequential(nn.Flatten(), nn.Linear(4, 2)), "cos", rho=4)
     assert snn.method.total_steps(4) == 8
     assert sb.convert(_trained_like_model(), "cos", rho=4, iterations=3).method.total_steps(2) == 14
+
+
+def test_offset_sign_contract_in_both_directions():
+    """Theorem 1's preconditions are part of the rule: "too many" needs N >= 1 (a neuron that
+    never fired cannot have fired too often, whatever v(ρ) < 0 says), "too few" needs N < ρ (a
+    neuron that fired at every step cannot fire more, whatever v(ρ) >= θ says)."""
+    rho, theta = 4, 1.0
+    v = torch.tensor([-0.5, -0.5, 1.5, 1.5, 0.3, 1.0, -1e-9])
+    n = torch.tensor([0.0, 1.0, 4.0, 3.0, 2.0, 0.0, 2.0])
+    assert offset_sign(v, n, rho, theta).tolist() == [0, -1, 0, 1, 0, 1, -1]
