@@ -55,6 +55,7 @@ from spikebridge.data.datasets import (
     DatasetNotFoundError,
     _search_roots,
 )
+from spikebridge.data.loader import EpochCounter
 
 try:  # optional, faster JPEG decoding
     import simplejpeg as _simplejpeg
@@ -695,7 +696,7 @@ def _collate(items: list[tuple[Any, int, tuple[str, str] | None]]):
     return x, y, failures
 
 
-class StreamingLoader(DataLoader):
+class StreamingLoader(EpochCounter, DataLoader):
     """A :class:`DataLoader` yielding ``(x, y)`` batches with the epoch logic of ``BatchLoader``.
 
     Every ``iter()`` uses the current epoch (shuffle order and augmentation seeds) and then
@@ -712,21 +713,8 @@ class StreamingLoader(DataLoader):
         self.skipped: list[tuple[str, str]] = []
         self._epoch = 0
 
-    @property
-    def epoch(self) -> int:
-        """The epoch the next ``iter()`` will use."""
-        return self._epoch
-
-    def set_epoch(self, epoch: int) -> None:
-        """Make the next ``iter()`` reproduce epoch ``epoch``."""
-        if epoch < 0:
-            raise ValueError(f"epoch must be >= 0, got {epoch}")
-        self._epoch = int(epoch)
-
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        epoch = self._epoch
-        self._epoch += 1
-        self.sampler.set_epoch(epoch)
+        self.sampler.set_epoch(self._next_epoch())
         return self._batches()
 
     def _batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

@@ -13,7 +13,31 @@ from spikebridge.data.transforms import normalize, random_crop, random_horizonta
 __all__ = ["BatchLoader"]
 
 
-class BatchLoader:
+class EpochCounter:
+    """The epoch state shared by our loaders: each ``iter()`` uses the current epoch and
+    advances it; :meth:`set_epoch` makes the next ``iter()`` reproduce a given epoch."""
+
+    _epoch: int = 0
+
+    @property
+    def epoch(self) -> int:
+        """The epoch the next ``iter()`` will use."""
+        return self._epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        """Make the next ``iter()`` reproduce epoch ``epoch`` (shuffle order and augmentation)."""
+        if epoch < 0:
+            raise ValueError(f"epoch must be >= 0, got {epoch}")
+        self._epoch = int(epoch)
+
+    def _next_epoch(self) -> int:
+        """The epoch this ``iter()`` uses; the next one will use the following epoch."""
+        epoch = self._epoch
+        self._epoch += 1
+        return epoch
+
+
+class BatchLoader(EpochCounter):
     """Iterate over an in-memory dataset in mini-batches ``(x, y)``.
 
     ``x`` is float32 ``[B, C, H, W]``, scaled to ``[0, 1]`` and normalised with the dataset's
@@ -61,17 +85,6 @@ class BatchLoader:
         self.hflip = hflip
         self._epoch = 0
 
-    @property
-    def epoch(self) -> int:
-        """The epoch the next ``iter()`` will use."""
-        return self._epoch
-
-    def set_epoch(self, epoch: int) -> None:
-        """Make the next ``iter()`` reproduce epoch ``epoch`` (shuffle order and augmentation)."""
-        if epoch < 0:
-            raise ValueError(f"epoch must be >= 0, got {epoch}")
-        self._epoch = int(epoch)
-
     def __len__(self) -> int:
         n = len(self.dataset)
         if self.drop_last:
@@ -84,9 +97,7 @@ class BatchLoader:
         return torch.Generator().manual_seed(int(state[0]))
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        epoch = self._epoch
-        self._epoch += 1
-        return self._batches(epoch)
+        return self._batches(self._next_epoch())
 
     def _batches(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         generator = self._generator(epoch)

@@ -14,7 +14,6 @@ BatchNorm) are kept — Sengupta's networks have none.
 
 from __future__ import annotations
 
-import copy
 from typing import Any, ClassVar
 
 import torch
@@ -71,7 +70,7 @@ class ThresholdBalancingMethod(DataNormalizedMethod):
         return scales
 
     def prepare(self, snn: SpikingNetwork, preparation: Preparation) -> None:
-        snn.replace_network(copy.deepcopy(snn.network))
+        # every trial network is a fresh copy (normalize_weights never mutates its input)
         with torch.inference_mode():
             super().prepare(snn, preparation)
 
