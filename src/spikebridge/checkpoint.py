@@ -526,7 +526,13 @@ def load_checkpoint(
     """Rebuild the model from the verified ``config.json`` and load its verified weights (eval
     mode). ``directory`` is the user-facing checkpoint directory (or the shipped model's)."""
     ckpt = read_checkpoint(directory, allow_unverified=allow_unverified)
-    model = build_model(ckpt.config)
+    # Built on the meta device first: a config that declares absurd sizes (a 100000×100000
+    # input_size) costs nothing until its parameter shapes are matched against the weights file,
+    # whose size bounds every allocation that follows.
+    with torch.device("meta"):
+        model = build_model(ckpt.config)
+    _check_weights_fit(model, ckpt)
+    model = model.to_empty(device="cpu")
     try:
         model.load_state_dict(ckpt.state_dict, strict=True)
     except RuntimeError as exc:
@@ -534,7 +540,38 @@ def load_checkpoint(
             f"{ckpt.source / MODEL_FILE} does not fit architecture "
             f"{ckpt.config['architecture']!r}: {exc}"
         ) from exc
+    model.input_shape = _config_input_shape(ckpt.config)
     return model.to(device).eval(), ckpt.config
+
+
+def _check_weights_fit(model: nn.Module, ckpt: LoadedCheckpoint) -> None:
+    """Every parameter and buffer of ``model`` (on the meta device) has a tensor of its shape in
+    the checkpoint, and nothing else is there."""
+    expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    stored = {name: tuple(t.shape) for name, t in ckpt.state_dict.items()}
+    problems = [f"{n} is missing" for n in expected if n not in stored]
+    problems += [f"{n} is unexpected" for n in stored if n not in expected]
+    problems += [f"{n} has shape {list(stored[n])}, the config's architecture needs "
+                 f"{list(shape)}" for n, shape in expected.items()
+                 if n in stored and stored[n] != shape]
+    if problems:
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise CheckpointError(
+            f"{ckpt.source / MODEL_FILE} does not fit architecture "
+            f"{ckpt.config['architecture']!r} as config.json describes it: "
+            f"{'; '.join(problems[:3])}{more}"
+        )
+
+
+def _config_input_shape(config: dict) -> tuple[int, ...] | None:
+    """(C, H, W) of the images a checkpoint was trained on, when its config records them."""
+    size = config.get("input_size")
+    if not isinstance(size, list) or len(size) != 2:
+        return None
+    try:
+        return (int(config["in_channels"]), int(size[0]), int(size[1]))
+    except (TypeError, ValueError):
+        return None
 
 
 def load_train_state(

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import copy
 import operator
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -311,6 +311,21 @@ def _resolve_threshold(
     return site
 
 
+def _input_shape(model: nn.Module, given: Sequence[int] | None) -> tuple[int, ...] | None:
+    """The per-sample input shape to enforce: ``given``, else ``model.input_shape``, else None."""
+    shape = given if given is not None else getattr(model, "input_shape", None)
+    if shape is None:
+        return None
+    try:
+        shape = tuple(int(s) for s in shape)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"input_shape must be a sequence of ints like (1, 28, 28), got {shape!r}"
+                         ) from exc
+    if not shape or any(s < 1 for s in shape):
+        raise ValueError(f"input_shape must hold positive sizes, got {shape}")
+    return shape
+
+
 def convert(
     model: nn.Module,
     method: str | ConversionMethod = "qcfs",
@@ -319,6 +334,7 @@ def convert(
     calibration_data: CalibrationData | Any | None = None,
     calibration_samples: int | None = 1000,
     weight_bits: int | None = None,
+    input_shape: Sequence[int] | None = None,
     progress: bool = False,
     **method_params: Any,
 ) -> SpikingNetwork:
@@ -336,6 +352,9 @@ def convert(
     which the first ``calibration_samples`` images are used.
     ``weight_bits``: quantize every conv/linear weight to ``b``-bit signed integers times a
     per-layer step, after the method's normalization (§7.6).
+    ``input_shape``: the per-sample input shape, e.g. ``(1, 28, 28)``; simulation then refuses
+    inputs of any other shape with a clear error (default: the model's ``input_shape`` attribute,
+    which :func:`spikebridge.load_checkpoint` sets; else only the channel count is checked).
 
     The ANN is not modified. The result is an ``nn.Module``; run it with
     :func:`spikebridge.simulate` / :func:`spikebridge.evaluate`.
@@ -405,6 +424,7 @@ def convert(
     gm.graph.lint()
     gm.recompile()
     snn = SpikingNetwork(gm, recipe, sources)
+    snn.input_shape = _input_shape(model, input_shape)
     if ann_graph is not None:
         device = next((p.device for p in model.parameters()), torch.device("cpu"))
         recipe.prepare(snn, Preparation(ann_graph, ann_nodes, data, device))

@@ -89,6 +89,8 @@ class SpikingNetwork(nn.Module):
         self.method = method
         self.sources = dict(sources)
         self.weight_bits: int | None = None
+        # per-sample input shape, e.g. (1, 28, 28), when known (spikebridge.input_checks)
+        self.input_shape: tuple[int, ...] | None = None
         self._split: TimeSplit | None = None
 
     def replace_network(self, network: fx.GraphModule) -> None:

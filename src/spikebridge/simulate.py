@@ -18,6 +18,7 @@ run (docs/methods.md §2.6).
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .energy import OperationCounter, record_operations
+from .input_checks import check_input, check_nonfinite_policy, infer_input_channels
 from .network import SpikingNetwork
 from .neurons import sequence_mode
 
@@ -91,7 +93,8 @@ def _repeat_over_time(value: torch.Tensor, steps: int) -> torch.Tensor:
 
 
 def simulate(
-    snn: SpikingNetwork, x: torch.Tensor, steps: int, *, mode: str = "auto"
+    snn: SpikingNetwork, x: torch.Tensor, steps: int, *, mode: str = "auto",
+    nonfinite: str = "error",
 ) -> torch.Tensor:
     """Present ``x`` (``[B, ...]``, direct encoding) for ``steps`` steps; return ``[T, B, K]``.
 
@@ -100,6 +103,12 @@ def simulate(
     ``max(T, ρ)`` frames internally so that each layer can read its ρ pre-simulation frames; the
     first ``T`` outputs are returned. In layer mode large batches are processed in chunks of at
     most ``LAYER_MODE_FOLDED_BATCH // frames`` samples (same result, bounded memory).
+
+    ``x`` must have the network's input shape and dtype (:func:`spikebridge.input_checks.
+    check_input`, an :class:`~spikebridge.input_checks.InputError` otherwise). Samples holding
+    NaN/±inf raise :class:`~spikebridge.input_checks.NonFiniteInputError`, or with
+    ``nonfinite="propagate"`` get all-NaN outputs (as the ANN would) instead of the finite
+    answer an IF neuron that never fires on NaN would give.
     """
     if not isinstance(snn, SpikingNetwork):
         raise TypeError(
@@ -107,8 +116,20 @@ def simulate(
             f"got {type(snn).__name__}"
         )
     steps = check_steps(steps)
-    if not isinstance(x, torch.Tensor) or x.dim() < 2:
-        raise ValueError("x must be a tensor with a batch dimension, e.g. [B, C, H, W]")
+    nonfinite_samples = check_input(
+        x, input_shape=snn.input_shape,
+        channels=None if snn.input_shape is not None else infer_input_channels(snn.network),
+        dtype=next((p.dtype for p in snn.parameters()), torch.float32), nonfinite=nonfinite,
+    )
+    outputs = _simulate_chunked(snn, x, steps, mode)
+    if nonfinite_samples is None:
+        return outputs
+    return torch.where(nonfinite_samples.view(1, -1, *[1] * (outputs.dim() - 2)),
+                       torch.full((), math.nan, dtype=outputs.dtype, device=outputs.device),
+                       outputs)
+
+
+def _simulate_chunked(snn: SpikingNetwork, x: torch.Tensor, steps: int, mode: str) -> torch.Tensor:
     mode = resolve_mode(snn, mode, x.device)
     if mode != "step":
         chunk = layer_chunk_size(snn.frames_needed(steps if mode == "layer" else 1))
@@ -163,10 +184,12 @@ def _run_layerwise(
 def correct_over_time(outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Correct predictions at every step ``t`` of the running output sum (§2.6), shape ``[T]``.
 
-    Prediction at ``t`` is :math:`\\arg\\max_k \\sum_{\\tau\\le t} y_k(\\tau)`.
+    Prediction at ``t`` is :math:`\\arg\\max_k \\sum_{\\tau\\le t} y_k(\\tau)`; a sample
+    whose running sum holds NaN is never counted correct (``argmax`` would pick the NaN).
     """
-    predictions = outputs.cumsum(dim=0).argmax(dim=-1)
-    return (predictions == labels.unsqueeze(0)).sum(dim=1)
+    running = outputs.cumsum(dim=0)
+    correct = running.argmax(dim=-1) == labels.unsqueeze(0)
+    return (correct & ~running.isnan().any(dim=-1)).sum(dim=1)
 
 
 @dataclass
@@ -198,6 +221,7 @@ def evaluate(
     description: str = "simulating",
     count_operations: bool = True,
     energy: Any = None,
+    nonfinite: str = "error",
 ) -> Evaluation:
     """Accuracy of ``snn`` at every ``t <= max(steps)`` from one run, and of ``ann`` if given.
 
@@ -205,7 +229,10 @@ def evaluate(
     ``count_operations`` (default on) also counts spike events, synaptic operations and energy
     per T (``Evaluation.operations``, :mod:`spikebridge.energy`, docs/energy.md) under the
     ``energy`` model (a :class:`spikebridge.energy.EnergyModel`; default 45 nm).
+    ``nonfinite``: ``"error"`` (default) refuses batches holding NaN/±inf; ``"propagate"``
+    counts such samples as wrong for the SNN and the ANN alike (see :func:`simulate`).
     """
+    check_nonfinite_policy(nonfinite)
     step_list = [steps] if isinstance(steps, int) else list(steps)
     if not step_list:
         raise ValueError("give at least one number of time-steps T")
@@ -230,17 +257,17 @@ def evaluate(
         if per_horizon:
             for t in sorted(set(step_list)):
                 with record_operations(counter, x, t):
-                    outputs = simulate(snn, x, t, mode=mode)
+                    outputs = simulate(snn, x, t, mode=mode, nonfinite=nonfinite)
                 correct[t - 1] += correct_over_time(outputs, y)[-1].cpu()
         else:
             with record_operations(counter, x, horizon):
-                outputs = simulate(snn, x, horizon, mode=mode)
+                outputs = simulate(snn, x, horizon, mode=mode, nonfinite=nonfinite)
             correct += correct_over_time(outputs, y).cpu()
         snn_seconds += time.perf_counter() - start
         if ann is not None:
             start = time.perf_counter()
             with torch.inference_mode():
-                ann_correct += int((ann(x).argmax(dim=-1) == y).sum())
+                ann_correct += int(correct_over_time(ann(x).unsqueeze(0), y)[0])
             ann_seconds += time.perf_counter() - start
         n += int(y.shape[0])
     if n == 0:
