@@ -255,7 +255,7 @@ def no_training(monkeypatch):
     def forbidden(*_args, **_kwargs):
         raise AssertionError("training work started before the output directory was checked")
 
-    monkeypatch.setattr("spikebridge.train.load_dataset", forbidden)
+    monkeypatch.setattr("spikebridge.train.open_dataset", forbidden)
 
 
 def _train_cli(out, *extra):

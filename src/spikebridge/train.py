@@ -6,21 +6,34 @@ killed at any instant leaves the previous or the new epoch, and ``--resume`` con
 exactly the epoch the weights belong to, with the same shuffling and augmentation it would have
 had. The output directory is checked and locked before any work; an existing checkpoint is only
 continued (``resume=True``) or replaced (``overwrite=True``) on request.
+
+In a multi-process run (torchrun, or ``spikebridge train --nproc N``; docs/distributed.md) the
+model is wrapped in :class:`~torch.nn.parallel.DistributedDataParallel`: ``R`` processes take
+``batch_size / R`` images of every global batch (:func:`spikebridge.data.pipeline.
+training_loader`), their gradients are averaged, so a step equals the one-process step on the
+same global batch. BatchNorm: on CUDA its layers become :class:`~torch.nn.SyncBatchNorm`
+(statistics of the whole global batch, as in one process); on the CPU PyTorch has no
+SyncBatchNorm, so each process normalises with the statistics of its own ``batch_size / R``
+images. Only rank 0 writes the checkpoint. ``amp="bf16"`` runs forward and loss under bfloat16
+autocast (weights, gradients and the optimizer stay float32).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
+from . import distributed
 from .activations import (
     QCFS,
     ActivationSpec,
@@ -30,10 +43,14 @@ from .activations import (
     SymmetricThresholdReLU,
 )
 from .checkpoint import CheckpointError, CheckpointWriter, LoadedCheckpoint, read_checkpoint
-from .data import BatchLoader, ImageDataset, load_dataset
+from .data.pipeline import Dataset, evaluation_loader, open_dataset, training_loader
+from .devices import resolve_device
 from .models import create_model
 
-__all__ = ["TrainConfig", "accuracy", "learned_thresholds", "train"]
+__all__ = ["AMP_MODES", "TrainConfig", "accuracy", "learned_thresholds", "train"]
+
+AMP_MODES = ("bf16",)
+"""Mixed-precision modes of ``TrainConfig.amp`` (None: float32 throughout)."""
 
 
 @dataclass
@@ -53,6 +70,7 @@ class TrainConfig:
     train_subset: int | None = None
     channels_last: bool = True
     compile: bool = False
+    amp: str | None = None
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -61,6 +79,11 @@ class TrainConfig:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.amp is not None and self.amp not in AMP_MODES:
+            raise ValueError(
+                f"--amp {self.amp} is not supported: only bf16 (bfloat16 autocast, float32's "
+                "exponent range, so no loss scaling); fp16 would need a gradient scaler"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -80,24 +103,30 @@ def learned_thresholds(model: nn.Module) -> dict[str, float]:
 
 
 def accuracy(
-    model: nn.Module, loader: BatchLoader, device: torch.device, channels_last: bool = False
+    model: nn.Module, loader: Iterable[tuple[torch.Tensor, torch.Tensor]], device: torch.device,
+    channels_last: bool = False,
 ) -> float:
-    """Top-1 accuracy of ``model`` (eval mode) over ``loader``, as a fraction."""
+    """Top-1 accuracy of ``model`` (eval mode) over ``loader``, as a fraction.
+
+    In a multi-process run ``loader`` is this process's share and the counts are summed over
+    all processes (every process gets the accuracy over the whole set).
+    """
     model.eval()
     correct = n = 0
     with torch.inference_mode():
         for x, y in loader:
-            x = x.to(device)
+            x = x.to(device, non_blocking=True)
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             correct += int((model(x).argmax(dim=-1).cpu() == y).sum())
             n += int(y.shape[0])
+    correct, n = distributed.all_reduce_sum(torch.tensor([correct, n])).tolist()
     return correct / max(n, 1)
 
 
 def _checkpoint_config(
-    cfg: TrainConfig, model: nn.Module, train: ImageDataset, epochs_done: int,
-    history: list[dict], command: str | None,
+    cfg: TrainConfig, model: nn.Module, train: Dataset, epochs_done: int,
+    history: list[dict], command: str | None, test_fingerprint: str | None = None,
 ) -> dict[str, Any]:
     kwargs = {"input_size": list(train.input_size)} if cfg.architecture == "fashion_cnn" else {}
     return {
@@ -111,12 +140,16 @@ def _checkpoint_config(
         "classes": list(train.classes),
         "normalization": {"mean": list(train.mean), "std": list(train.std)},
         "input_size": list(train.input_size),
+        # SHA-256 of the test images and labels this model was evaluated on; `evaluate` refuses
+        # other data under the same name (docs/reliability.md)
+        "test_fingerprint": test_fingerprint,
         "seed": cfg.seed,
         "training": cfg.to_dict(),
         "epochs_completed": epochs_done,
         "test_accuracy": history[-1]["test_accuracy"] if history else None,
         "history": history,
         "command": command,
+        "processes": distributed.world_size(),
         "spikebridge_version": __import__("spikebridge").__version__,
     }
 
@@ -134,6 +167,7 @@ def train(
     device: str | torch.device = "cpu",
     log: Callable[[str], None] = print,
     stop_after_epoch: int | None = None,
+    workers: int = 0,
 ) -> dict[str, Any]:
     """Train ``cfg.architecture`` on ``cfg.dataset``; return the final ``config.json`` dict.
 
@@ -141,10 +175,21 @@ def train(
     of ``cfg.epochs``; ``resume=True`` continues it. An ``out_dir`` that already holds a
     checkpoint needs ``resume=True`` or ``overwrite=True``; it is checked and locked before any
     data is loaded (:class:`~spikebridge.checkpoint.CheckpointWriter`). ``allow_unverified``
-    lets ``resume`` read a checkpoint without (matching) hashes.
+    lets ``resume`` read a checkpoint without (matching) hashes. ``workers`` decoding processes
+    feed streamed datasets (ImageNet, image folders).
+
+    Called in every process of an initialised ``torch.distributed`` group it trains with
+    DistributedDataParallel (module docstring); only rank 0 locks ``out_dir``, writes it and
+    calls ``log``, and every rank stops if rank 0 cannot open ``out_dir``.
     """
     out_dir = Path(out_dir)
-    with CheckpointWriter(out_dir, resume=resume, overwrite=overwrite) as writer:
+    device = resolve_device(device)
+    main = distributed.is_main_process()
+    if not main:
+        log, progress = (lambda _message: None), False
+    writer = distributed.on_main_process(
+        lambda: CheckpointWriter(out_dir, resume=resume, overwrite=overwrite))
+    with writer if writer is not None else contextlib.nullcontext():
         saved = None
         if resume:
             saved = read_checkpoint(out_dir, train_state=True, allow_unverified=allow_unverified)
@@ -157,46 +202,43 @@ def train(
             if saved.train_state is None:
                 raise CheckpointError(f"cannot resume {out_dir}: its checkpoint has no training "
                                       "state (it was not written by `spikebridge train`)")
-        return _train(cfg, writer, saved, data_dir=data_dir, progress=progress, command=command,
-                      device=device, log=log, stop_after_epoch=stop_after_epoch)
+        return _train(cfg, out_dir, writer, saved, data_dir=data_dir, progress=progress,
+                      command=command, device=device, log=log,
+                      stop_after_epoch=stop_after_epoch, workers=workers)
 
 
 def _train(
     cfg: TrainConfig,
-    writer: CheckpointWriter,
+    out_dir: Path,
+    writer: CheckpointWriter | None,
     saved: LoadedCheckpoint | None,
     *,
     data_dir: str | Path | None,
     progress: bool,
     command: str | None,
-    device: str | torch.device,
+    device: torch.device,
     log: Callable[[str], None],
     stop_after_epoch: int | None,
+    workers: int,
 ) -> dict[str, Any]:
-    out_dir = writer.directory
-    device = torch.device(device)
-    train_set = load_dataset(cfg.dataset, "train", data_dir).subset(cfg.train_subset, seed=cfg.seed)
-    test_set = load_dataset(cfg.dataset, "test", data_dir)
+    world = distributed.world_size()
+    train_set = open_dataset(cfg.dataset, "train", data_dir, augment=cfg.augment)
+    train_set = train_set.subset(cfg.train_subset, seed=cfg.seed)
+    test_set = open_dataset(cfg.dataset, "test", data_dir, input_size=train_set.input_size,
+                            mean=train_set.mean, std=train_set.std)
     torch.manual_seed(cfg.seed)
     kwargs = {"input_size": train_set.input_size} if cfg.architecture == "fashion_cnn" else {}
     model = create_model(cfg.architecture, num_classes=train_set.num_classes,
                          in_channels=train_set.in_channels, activation=cfg.activation, **kwargs)
-    loader = BatchLoader(train_set, cfg.batch_size, shuffle=True, augment=cfg.augment,
-                         seed=cfg.seed, drop_last=True,
-                         crop_padding=4 if tuple(train_set.input_size) == (32, 32) else 2)
-    test_loader = BatchLoader(test_set, 500)
+    loader = training_loader(train_set, cfg.batch_size, seed=cfg.seed, augment=cfg.augment,
+                             workers=workers,
+                             crop_padding=4 if tuple(train_set.input_size) == (32, 32) else 2)
+    test_loader = evaluation_loader(test_set, 500, workers=workers, idle_processes=True)
     if len(loader) == 0:
         raise ValueError(
             f"the training set has {len(train_set)} samples, fewer than one batch of "
             f"{cfg.batch_size}"
         )
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                                weight_decay=cfg.weight_decay)
-    total_steps = cfg.epochs * len(loader)
-    def cosine(step: int) -> float:  # lr factor, annealed per iteration from 1 to 0
-        return 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine)
     start_epoch, history = 0, []
     if saved is not None:
         try:
@@ -204,18 +246,32 @@ def _train(
         except RuntimeError as exc:
             raise CheckpointError(f"cannot resume {out_dir}: its weights do not fit the "
                                   f"model: {exc}") from exc
-        state = saved.train_state
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
         start_epoch, history = int(saved.epoch), list(saved.config.get("history", []))
         if start_epoch >= cfg.epochs:
             log(f"{out_dir} already finished {start_epoch} epochs; nothing to resume")
             return saved.config
         log(f"resuming {out_dir} after epoch {start_epoch}")
-    model.to(device)
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    model.to(memory_format=memory_format)
-    forward = torch.compile(model) if cfg.compile else model
+    model.to(device).to(memory_format=memory_format)
+    if world > 1 and device.type == "cuda":  # statistics of the global batch, as one process
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    # after the move: a resumed optimizer state follows its parameters onto the device
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                                weight_decay=cfg.weight_decay)
+    total_steps = cfg.epochs * len(loader)
+    def cosine(step: int) -> float:  # lr factor, annealed per iteration from 1 to 0
+        return 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine)
+    if saved is not None:
+        optimizer.load_state_dict(saved.train_state["optimizer"])
+        scheduler.load_state_dict(saved.train_state["scheduler"])
+    trained: nn.Module = model
+    if world > 1:
+        trained = DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    forward = torch.compile(trained) if cfg.compile else trained
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp == "bf16")
     loss_fn = nn.CrossEntropyLoss()
     config: dict[str, Any] = {}
     last_epoch = cfg.epochs if stop_after_epoch is None else min(cfg.epochs, stop_after_epoch)
@@ -227,10 +283,11 @@ def _train(
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress,
                    leave=False)
         for x, y in bar:
-            x = x.to(device).contiguous(memory_format=memory_format)
-            y = y.to(device)
-            logits = forward(x)
-            loss = loss_fn(logits, y)
+            x = x.to(device, non_blocking=True).contiguous(memory_format=memory_format)
+            y = y.to(device, non_blocking=True)
+            with autocast:
+                logits = forward(x)
+                loss = loss_fn(logits, y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -243,6 +300,11 @@ def _train(
             loss_sum += float(loss.detach()) * int(y.shape[0])
             correct += int((logits.detach().argmax(dim=-1) == y).sum())
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
+        # every process: the epoch's totals over all processes, and rank 0's BatchNorm running
+        # statistics (the model rank 0 saves) for the test accuracy
+        loss_sum, correct, seen = distributed.all_reduce_sum(
+            torch.tensor([loss_sum, correct, seen], dtype=torch.float64)).tolist()
+        distributed.broadcast_buffers(model)
         test_acc = accuracy(model, test_loader, device, cfg.channels_last)
         record = {
             "epoch": epoch + 1,
@@ -257,10 +319,12 @@ def _train(
             f"train {record['train_accuracy']:.2%}, test {test_acc:.2%} "
             f"({record['seconds']:.0f} s)"
         )
-        config = _checkpoint_config(cfg, model, train_set, epoch + 1, history, command)
-        writer.commit(model, config, {
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "epoch": epoch + 1,
-        }, epoch=epoch + 1)
+        config = _checkpoint_config(cfg, model, train_set, epoch + 1, history, command,
+                                    getattr(test_set, "fingerprint", lambda: None)())
+        if writer is not None:
+            writer.commit(model, config, {
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "epoch": epoch + 1,
+            }, epoch=epoch + 1)
     return config

@@ -643,24 +643,41 @@ class SeededSampler(Sampler):
         return self.n
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        if self.shuffle:
-            state = np.random.SeedSequence([self.seed % 2**64, self.epoch]).generate_state(
-                1, np.uint64
-            )
-            generator = torch.Generator().manual_seed(int(state[0]))
-            order = torch.randperm(self.n, generator=generator).tolist()
-        else:
-            order = range(self.n)
+        order = _epoch_order(self.n, self.shuffle, self.seed, self.epoch)
         seeds = _item_seeds(self.seed, self.epoch, self.n)
         return ((i, int(seeds[i])) for i in order)
 
 
+def _epoch_order(n: int, shuffle: bool, seed: int, epoch: int) -> list[int]:
+    """The order one epoch visits ``n`` samples in: a permutation drawn from ``(seed, epoch)``."""
+    if not shuffle:
+        return list(range(n))
+    state = np.random.SeedSequence([seed % 2**64, epoch]).generate_state(1, np.uint64)
+    generator = torch.Generator().manual_seed(int(state[0]))
+    return torch.randperm(n, generator=generator).tolist()
+
+
 class _SeededDistributedSampler(DistributedSampler):
-    """:class:`DistributedSampler` (this rank's share) yielding ``(index, seed)`` pairs."""
+    """:class:`DistributedSampler` (this rank's share) yielding ``(index, seed)`` pairs.
+
+    The epoch's order is :class:`SeededSampler`'s, and rank ``r`` of ``R`` takes positions
+    ``r, r + R, r + 2R, …`` of it (truncated or padded as :class:`DistributedSampler` does). So
+    the ``k``-th batches of ``b`` images of the ``R`` ranks together hold exactly the ``k``-th
+    batch of ``R·b`` images of one process: DDP with a per-rank batch of ``b`` sees the same
+    global batches as one process.
+    """
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        seeds = _item_seeds(self.seed, self.epoch, len(self.dataset))
-        return ((i, int(seeds[i])) for i in super().__iter__())
+        n = len(self.dataset)
+        order = _epoch_order(n, self.shuffle, self.seed, self.epoch)
+        if self.drop_last:
+            order = order[: self.total_size]
+        else:
+            padding = self.total_size - len(order)
+            order += (order * math.ceil(padding / max(len(order), 1)))[:padding]
+        seeds = _item_seeds(self.seed, self.epoch, n)
+        share = order[self.rank : self.total_size : self.num_replicas]
+        return ((i, int(seeds[i])) for i in share)
 
 
 class _Guarded(Dataset):
