@@ -21,11 +21,16 @@ EXPECTED = {
     "resnet20": (3, (32, 32), 19),
     "resnet18": (3, (32, 32), 17),
     "resnet34": (3, (32, 32), 33),
+    # ImageNet forms, built for 224×224; 64×64 keeps these tests fast (adaptive pooling)
+    "vgg16_imagenet": (3, (64, 64), 15),
+    "resnet34_imagenet": (3, (64, 64), 33),
 }
 CASES = [
     (name, num_classes)
     for name in EXPECTED
-    for num_classes in ((10,) if name == "fashion_cnn" else (10, 100))
+    for num_classes in (
+        (10,) if name == "fashion_cnn" else (1000,) if name.endswith("_imagenet") else (10, 100)
+    )
 ]
 
 
@@ -146,6 +151,25 @@ def test_fashion_cnn_other_input_size() -> None:
         assert model(torch.randn(2, 3, 32, 16)).shape == (2, 7)
     with pytest.raises(ValueError):
         fashion_cnn(10, 1, ActivationSpec().build, input_size=(30, 28))
+
+
+def test_imagenet_forms_have_torchvision_layouts_with_average_pools() -> None:
+    vgg = _model("vgg16_imagenet", 1000)
+    assert vgg.classifier[0].in_features == 512 * 7 * 7
+    assert isinstance(vgg.features[-1], nn.AdaptiveAvgPool2d) and vgg.features[-1].output_size == (
+        7, 7)
+    assert sum(p.numel() for p in vgg.parameters()) == pytest.approx(138.36e6, rel=1e-3)
+    resnet = _model("resnet34_imagenet", 1000)
+    assert resnet.conv1.kernel_size == (7, 7) and resnet.conv1.stride == (2, 2)
+    pool = resnet.stem_pool
+    assert isinstance(pool, nn.AvgPool2d)
+    assert (pool.kernel_size, pool.stride, pool.padding) == (3, 2, 1)
+    assert sum(p.numel() for p in resnet.parameters()) == pytest.approx(21.80e6, rel=1e-3)
+    with torch.no_grad():
+        out = resnet(torch.randn(1, 3, 224, 224))
+    assert out.shape == (1, 1000)
+    # the CIFAR form has no stem pool
+    assert _model("resnet34", 10).stem_pool is None
 
 
 def test_resnet_shortcuts() -> None:

@@ -38,15 +38,39 @@ def test_step_and_layer_modes_are_bit_identical(name, shape):
     assert stepped.abs().sum() > 0  # spikes reached the output
 
 
-@pytest.mark.parametrize("name", ["vgg16", "resnet18", "resnet34"])
-def test_every_cifar_model_converts_and_runs_both_ways(name):
-    model = _random_qcfs_model(name, 3)
+# every registered model: (in_channels, input H×W, IF neurons); ImageNet forms at 64×64 instead of
+# 224×224 to stay fast on a CPU (their adaptive pools accept any size)
+EVERY_MODEL = {
+    "fashion_cnn": (1, (28, 28), 5),
+    "vgg16": (3, (32, 32), 15),
+    "resnet18": (3, (32, 32), 17),
+    "resnet20": (3, (32, 32), 19),
+    "resnet34": (3, (32, 32), 33),
+    "vgg16_imagenet": (3, (64, 64), 15),
+    "resnet34_imagenet": (3, (64, 64), 33),
+}
+
+
+def test_every_registered_model_is_covered():
+    from spikebridge.models import list_models
+
+    assert sorted(EVERY_MODEL) == list_models()
+
+
+@pytest.mark.parametrize("name", sorted(EVERY_MODEL))
+def test_every_model_converts_and_runs_step_layer_hybrid_alike(name):
+    channels, size, neurons = EVERY_MODEL[name]
+    model = _random_qcfs_model(name, channels)
+    x = torch.randn(2, channels, *size, generator=torch.Generator().manual_seed(0))
     snn = sb.convert(model, "cos", rho=2)
-    x = torch.randn(2, 3, 32, 32)
-    assert len(snn.neurons()) == {"vgg16": 15, "resnet18": 17, "resnet34": 33}[name]
-    assert torch.equal(sb.simulate(snn, x, 3, mode="layer"), sb.simulate(snn, x, 3, mode="hybrid"))
+    assert len(snn.neurons()) == neurons
+    layered = sb.simulate(snn, x, 3, mode="layer")
+    assert torch.equal(layered, sb.simulate(snn, x, 3, mode="hybrid"))
     qcfs = sb.convert(model)
-    assert torch.equal(sb.simulate(qcfs, x, 3, mode="layer"), sb.simulate(qcfs, x, 3, mode="step"))
+    stepped = sb.simulate(qcfs, x, 3, mode="step")
+    assert torch.equal(sb.simulate(qcfs, x, 3, mode="layer"), stepped)
+    assert torch.equal(sb.simulate(qcfs, x, 3, mode="hybrid"), stepped)
+    assert stepped.shape == (3, 2, 10) and bool(torch.isfinite(stepped).all())
 
 
 def test_first_layer_runs_once_in_the_time_invariant_prefix():

@@ -1,8 +1,11 @@
-"""``vgg16``: the CIFAR-form VGG-16 used by the QCFS and COS papers, with average pooling.
+"""VGG-16 with average pooling: ``vgg16`` (CIFAR form) and ``vgg16_imagenet`` (ImageNet form).
 
 Thirteen 3×3 conv-BN-activation layers in five stages separated by 2×2 average pools (never
-max-pools, which an integrate-and-fire network cannot reproduce), then an adaptive average pool
-to 1×1 and a 4096-4096 classifier with dropout.
+max-pools, which an integrate-and-fire network cannot reproduce; the QCFS and COS codes replace
+VGG's max-pools by average pools the same way), then an adaptive average pool and a 4096-4096
+classifier with dropout. The CIFAR form pools to 1×1 (a 512-input classifier); the ImageNet form
+is torchvision's ``vgg16_bn`` layout, pooling to 7×7 (a 512·7·7-input classifier) for 224×224
+images — smaller inputs work too, the adaptive pool then repeats each value.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from torch import nn
 from spikebridge.models import register_model
 from spikebridge.models.initialization import init_conv_bn
 
-__all__ = ["VGG", "VGG16_CFG", "vgg16"]
+__all__ = ["VGG", "VGG16_CFG", "vgg16", "vgg16_imagenet"]
 
 #: Output channels of each conv layer; ``"A"`` is a 2×2 average pool.
 VGG16_CFG: tuple[int | str, ...] = (
@@ -28,7 +31,8 @@ VGG16_CFG: tuple[int | str, ...] = (
 
 
 class VGG(nn.Module):
-    """VGG with BN and average pooling; ``features`` (convs) and ``classifier`` (linears)."""
+    """VGG with BN and average pooling; ``features`` (convs, ending in an adaptive average pool
+    to ``pool_size``) and ``classifier`` (linears)."""
 
     def __init__(
         self,
@@ -36,6 +40,7 @@ class VGG(nn.Module):
         num_classes: int,
         in_channels: int,
         activation: Callable[[], nn.Module],
+        pool_size: tuple[int, int] = (1, 1),
     ) -> None:
         super().__init__()
         layers: list[nn.Module] = []
@@ -51,10 +56,10 @@ class VGG(nn.Module):
                     activation(),
                 ]
                 channels = item
-        layers.append(nn.AdaptiveAvgPool2d((1, 1)))
+        layers.append(nn.AdaptiveAvgPool2d(pool_size))
         self.features = nn.Sequential(*layers)
         self.classifier = nn.Sequential(
-            nn.Linear(channels, 4096),
+            nn.Linear(channels * pool_size[0] * pool_size[1], 4096),
             activation(),
             nn.Dropout(0.5),
             nn.Linear(4096, 4096),
@@ -74,3 +79,13 @@ class VGG(nn.Module):
 def vgg16(num_classes: int, in_channels: int, activation: Callable[[], nn.Module]) -> nn.Module:
     """CIFAR VGG-16 (13 conv + 3 linear layers, 15 activations), average pooling only."""
     return VGG(VGG16_CFG, num_classes, in_channels, activation)
+
+
+@register_model("vgg16_imagenet")
+def vgg16_imagenet(
+    num_classes: int, in_channels: int, activation: Callable[[], nn.Module]
+) -> nn.Module:
+    """ImageNet VGG-16 (torchvision ``vgg16_bn`` layout, 224×224 input): max-pools replaced by
+    2×2 average pools, adaptive average pool to 7×7, 25088-4096-4096 classifier (15
+    activations, 138 M parameters with 1000 classes)."""
+    return VGG(VGG16_CFG, num_classes, in_channels, activation, pool_size=(7, 7))
