@@ -24,7 +24,7 @@ import contextlib
 import math
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +71,9 @@ class TrainConfig:
     channels_last: bool = True
     compile: bool = False
     amp: str | None = None
+    autoaugment: bool = False
+    cutout: int = 0
+    recipe: str | None = None
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -79,6 +82,8 @@ class TrainConfig:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.cutout < 0:
+            raise ValueError(f"cutout must be >= 0, got {self.cutout}")
         if self.amp is not None and self.amp not in AMP_MODES:
             raise ValueError(
                 f"--amp {self.amp} is not supported: only bf16 (bfloat16 autocast, float32's "
@@ -89,6 +94,32 @@ class TrainConfig:
         data = asdict(self)
         data["activation"] = self.activation.to_dict()
         return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """The config a ``config.json`` ``training`` dict describes; fields it lacks (written
+        before they existed, e.g. ``autoaugment``, ``cutout``) take their defaults.
+
+        Raises:
+            ValueError: the dict has a field TrainConfig does not know.
+        """
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown training setting(s) {', '.join(unknown)}")
+        values = dict(data)
+        if isinstance(values.get("activation"), dict):
+            values["activation"] = ActivationSpec.from_dict(values["activation"])
+        return cls(**values)
+
+
+def _saved_training(training: Any) -> dict[str, Any] | None:
+    """A checkpoint's ``training`` settings with the defaults of fields added since it was
+    written, so that older checkpoints still resume; ``None`` if unreadable."""
+    try:
+        return TrainConfig.from_dict(training).to_dict()
+    except (TypeError, ValueError):
+        return None
 
 
 def learned_thresholds(model: nn.Module) -> dict[str, float]:
@@ -193,7 +224,7 @@ def train(
         saved = None
         if resume:
             saved = read_checkpoint(out_dir, train_state=True, allow_unverified=allow_unverified)
-            if saved.config.get("training") != cfg.to_dict():
+            if _saved_training(saved.config.get("training")) != cfg.to_dict():
                 raise CheckpointError(
                     f"cannot resume {out_dir}: it was trained with different settings "
                     f"({saved.config.get('training')}); start a new directory or use the same "
@@ -232,7 +263,8 @@ def _train(
                          in_channels=train_set.in_channels, activation=cfg.activation, **kwargs)
     loader = training_loader(train_set, cfg.batch_size, seed=cfg.seed, augment=cfg.augment,
                              workers=workers,
-                             crop_padding=4 if tuple(train_set.input_size) == (32, 32) else 2)
+                             crop_padding=4 if tuple(train_set.input_size) == (32, 32) else 2,
+                             autoaugment=cfg.autoaugment, cutout=cfg.cutout, device=device)
     test_loader = evaluation_loader(test_set, 500, workers=workers, idle_processes=True)
     if len(loader) == 0:
         raise ValueError(

@@ -7,8 +7,9 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
+from spikebridge.data.augment import Augmentation
 from spikebridge.data.datasets import ImageDataset
-from spikebridge.data.transforms import normalize, random_crop, random_horizontal_flip, to_float
+from spikebridge.data.transforms import normalize, to_float
 
 __all__ = ["BatchLoader"]
 
@@ -41,7 +42,9 @@ class BatchLoader(EpochCounter):
     """Iterate over an in-memory dataset in mini-batches ``(x, y)``.
 
     ``x`` is float32 ``[B, C, H, W]``, scaled to ``[0, 1]`` and normalised with the dataset's
-    ``mean``/``std``; ``y`` is int64 ``[B]``. Batches are produced on the CPU.
+    ``mean``/``std``; ``y`` is int64 ``[B]``. Batches are produced on ``device`` (the CPU by
+    default): the uint8 images are moved there first, so augmentation runs on the GPU when
+    ``device`` is one — with the same random draws, from a CPU generator, as on the CPU.
 
     Randomness (shuffling and augmentation) comes from a generator seeded from ``(seed, epoch)``.
     Every call of ``iter()`` uses the current epoch and then advances it by one, so successive
@@ -52,12 +55,17 @@ class BatchLoader(EpochCounter):
         dataset: the dataset to iterate over.
         batch_size: samples per batch (>= 1).
         shuffle: visit the samples in a fresh random order every epoch.
-        augment: apply random crop (zero padding ``crop_padding``) and, if ``hflip``, random
-            horizontal flip (p = 0.5) before normalising. Off for evaluation.
+        augment: apply random crop (zero padding ``crop_padding``), if ``hflip`` random
+            horizontal flip (p = 0.5), if ``autoaugment`` AutoAugment's CIFAR-10 policy, then
+            normalise and, if ``cutout`` > 0, Cutout of that side
+            (:class:`~spikebridge.data.augment.Augmentation`). Off for evaluation.
         seed: base seed of the per-epoch generator.
         drop_last: drop the final batch if it is smaller than ``batch_size``.
         crop_padding: padding of the random crop (0 disables the crop).
         hflip: include the random horizontal flip in the augmentation.
+        autoaugment: include AutoAugment (CIFAR-10 policy) in the augmentation.
+        cutout: side of the Cutout square in pixels (0 = no Cutout).
+        device: where batches are assembled, augmented and returned.
     """
 
     def __init__(
@@ -70,6 +78,9 @@ class BatchLoader(EpochCounter):
         drop_last: bool = False,
         crop_padding: int = 2,
         hflip: bool = True,
+        autoaugment: bool = False,
+        cutout: int = 0,
+        device: str | torch.device = "cpu",
     ) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
@@ -83,6 +94,8 @@ class BatchLoader(EpochCounter):
         self.drop_last = drop_last
         self.crop_padding = int(crop_padding)
         self.hflip = hflip
+        self.augmentation = Augmentation(self.crop_padding, hflip, autoaugment, int(cutout))
+        self.device = torch.device(device)
         self._epoch = 0
 
     def __len__(self) -> int:
@@ -110,9 +123,9 @@ class BatchLoader(EpochCounter):
         mean, std = self.dataset.mean, self.dataset.std
         for b in range(len(self)):
             index = order[b * self.batch_size : (b + 1) * self.batch_size]
-            x = to_float(images[index])
+            batch = images[index].to(self.device, non_blocking=True)
             if self.augment:
-                x = random_crop(x, self.crop_padding, generator)
-                if self.hflip:
-                    x = random_horizontal_flip(x, generator)
-            yield normalize(x, mean, std), labels[index]
+                x = self.augmentation(batch, generator, mean, std)
+            else:
+                x = normalize(to_float(batch), mean, std)
+            yield x, labels[index].to(self.device, non_blocking=True)

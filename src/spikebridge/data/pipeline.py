@@ -117,6 +117,9 @@ def training_loader(
     augment: bool = True,
     workers: int = 0,
     crop_padding: int = 2,
+    autoaugment: bool = False,
+    cutout: int = 0,
+    device: str | torch.device = "cpu",
 ) -> BatchLoader | RankShare | StreamingLoader:
     """Shuffled training batches of this process; ``batch_size`` is the global batch.
 
@@ -125,8 +128,9 @@ def training_loader(
     In-memory sets: every process prepares the whole batch and keeps its share (augmentation
     identical to one process; the loading is not divided — these sets are small). Streamed sets:
     a :class:`~torch.utils.data.DistributedSampler` gives each process its own images to decode,
-    with ``workers`` decoding processes each. ``augment`` applies to in-memory sets (a streamed
-    set's transform is chosen when it is opened).
+    with ``workers`` decoding processes each. ``augment`` (crop + flip), ``autoaugment`` and
+    ``cutout`` apply to in-memory sets, batched on ``device`` (a streamed set's transform is
+    chosen when it is opened).
 
     Raises:
         ValueError: ``batch_size`` not divisible by the number of processes, or bad arguments.
@@ -140,13 +144,17 @@ def training_loader(
             f"use a multiple of {world} (each process takes batch_size / {world} images)"
         )
     if isinstance(dataset, ImageFolderDataset):
+        if autoaugment or cutout:
+            raise ValueError(f"AutoAugment and Cutout run on in-memory batches; {dataset.name} is "
+                             "streamed from disk (its transform: random resized crop + flip)")
         return make_loader(dataset, batch_size // world, shuffle=True, workers=workers,
                            seed=seed, distributed=world > 1, drop_last=True)
     if workers:
         raise ValueError(f"--workers {workers}: {dataset.name} is held in memory and batched in "
                          "this process; worker processes only decode streamed datasets")
     loader = BatchLoader(dataset, batch_size, shuffle=True, augment=augment, seed=seed,
-                         drop_last=True, crop_padding=crop_padding)
+                         drop_last=True, crop_padding=crop_padding, autoaugment=autoaugment,
+                         cutout=cutout, device=device)
     return loader if world == 1 else RankShare(loader, distributed.rank(), world)
 
 
@@ -171,17 +179,19 @@ class _Slice(torch.utils.data.Dataset):
         return self.dataset.load(self.start + index, seed)
 
 
-def _share_of_batches(batches: int) -> tuple[int, int]:
+def _share_of_batches(batches: int, world: int) -> tuple[int, int]:
     """Batches ``first … stop - 1`` (of ``batches``) evaluated by this process."""
-    world, rank = distributed.world_size(), distributed.rank()
+    rank = distributed.rank() if world > 1 else 0
     return rank * batches // world, (rank + 1) * batches // world
 
 
 def evaluation_loader(
-    dataset: Dataset, batch_size: int, *, workers: int = 0, idle_processes: bool = False
+    dataset: Dataset, batch_size: int, *, workers: int = 0, shard: bool = True,
+    idle_processes: bool = False,
 ) -> BatchLoader | StreamingLoader:
     """Batches of ``dataset`` in order, no augmentation; in a run of ``R`` processes only this
-    process's share.
+    process's share (all of them with ``shard=False``, e.g. calibration images every process
+    must see).
 
     The one-process run's batches are dealt out whole: process ``r`` takes batches
     ``⌊r·n/R⌋ … ⌊(r+1)·n/R⌋ - 1`` of the ``n``. Every image is evaluated exactly once, in the
@@ -196,7 +206,7 @@ def evaluation_loader(
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     n = len(dataset)
     batches = -(-n // batch_size)
-    world = distributed.world_size()
+    world = distributed.world_size() if shard else 1
     if world > batches and not idle_processes:
         if world > n:
             advice = f"use at most {n} processes"
@@ -207,7 +217,7 @@ def evaluation_loader(
             f"{world} processes share {n} test images in {batches} batch(es) of {batch_size}: "
             f"fewer batches than processes; {advice}"
         )
-    first, stop = _share_of_batches(batches)
+    first, stop = _share_of_batches(batches, world)
     start, end = first * batch_size, min(stop * batch_size, n)
     if isinstance(dataset, ImageFolderDataset):
         part = dataset if world == 1 else _Slice(dataset, start, end)
