@@ -45,7 +45,7 @@ from spikebridge.models import create_model
 # images, SNN batch size, baseline batch-size candidates per model (sized so that one model's
 # run stays within a few minutes on 2 cores)
 MODEL_SETUPS = {
-    "fashion_cnn": {"images": 1000, "batch": 250, "candidates": (64, 250, 1000)},
+    "fashion_cnn": {"images": 500, "batch": 250, "candidates": (50, 250, 500)},
     "resnet20": {"images": 128, "batch": 64, "candidates": (16, 64, 128)},
     "vgg16": {"images": 32, "batch": 32, "candidates": (8, 32)},
 }
