@@ -21,6 +21,8 @@ accuracy at very few time-steps.
   spikebridge evaluate --model runs/m1 --method cos --rho 4 --T 1,2,4,8
   spikebridge compare --methods qcfs,cos --T 1,2,4,8,16,32
   spikebridge analyse --iterations 0,1,2,4     offset-spike statistics (COS paper Fig. 1/3, Table 3)
+  spikebridge train --recipe cifar100-vgg16 --out runs/c100    a COS paper row (docs/reproduce.md)
+  spikebridge reproduce --recipe cifar100-vgg16 --model runs/c100   ours vs the paper, per T
 
 Run `spikebridge COMMAND --help` for the options of each command.
 """
@@ -60,25 +62,35 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "(--resume) or replaced (--overwrite); the directory is locked while training runs.",
     )
     p.add_argument("--out", required=True, type=Path, help="checkpoint directory to write")
-    p.add_argument("--model", default="fashion_cnn", help="architecture (default fashion_cnn; "
+    p.add_argument("--recipe", default=None,
+                   help="train as a row of the COS paper (e.g. cifar100-vgg16; `spikebridge "
+                   "info` lists them, docs/reproduce.md): architecture, dataset, L, epochs, lr, "
+                   "weight decay, batch size and augmentation from the recipe; any option given "
+                   "explicitly here (e.g. --epochs 1 --train-subset 256) overrides it")
+    p.add_argument("--model", default=None, help="architecture (default fashion_cnn; "
                    "see `spikebridge info`)")
-    p.add_argument("--dataset", default="fashion-mnist",
+    p.add_argument("--dataset", default=None,
                    help="fashion-mnist (default), mnist, digits, cifar10, cifar100, "
                    "cifar100-coarse (`spikebridge info`; docs/data.md)")
     p.add_argument("--data-dir", type=Path, default=None,
                    help="directory with the dataset's IDX files (default: the Debian package's)")
-    p.add_argument("--activation", default="qcfs:L=4,theta=2",
+    p.add_argument("--activation", default=None,
                    help="qcfs:L=4,theta=2 (default) | relu | clipped_relu:theta=2 | "
                    "slip:L=4,c=0.5,theta=2[,delta1=0,delta2=0.5,learn_c=1] | strelu:theta=2 "
                    "(a reconstruction, docs/methods.md §6) | "
                    "leaky_threshold:theta=2,alpha=0.1,neg_theta=0.5")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=0.1)
-    p.add_argument("--momentum", type=float, default=0.9)
-    p.add_argument("--weight-decay", type=float, default=5e-4)
+    p.add_argument("--epochs", type=int, default=None, help="default 10")
+    p.add_argument("--batch-size", type=int, default=None, help="default 128")
+    p.add_argument("--lr", type=float, default=None, help="default 0.1")
+    p.add_argument("--momentum", type=float, default=None, help="default 0.9")
+    p.add_argument("--weight-decay", type=float, default=None, help="default 5e-4")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-augment", action="store_true", help="no random crop / flip")
+    p.add_argument("--no-augment", action="store_true",
+                   help="no augmentation at all (random crop / flip, AutoAugment, Cutout)")
+    p.add_argument("--autoaugment", action=argparse.BooleanOptionalAction, default=None,
+                   help="AutoAugment, CIFAR-10 policy (default off)")
+    p.add_argument("--cutout", type=int, default=None,
+                   help="Cutout square side in pixels (default 0 = off; CIFAR recipes 16 / 8)")
     p.add_argument("--train-subset", type=int, default=None,
                    help="train on the first N samples of a fixed shuffle (quick runs)")
     p.add_argument("--compile", action="store_true", help="torch.compile the training forward")
@@ -99,20 +111,36 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from .activations import ActivationSpec
     from .train import TrainConfig, train
 
-    cfg = TrainConfig(
-        architecture=args.model, dataset=args.dataset,
-        activation=ActivationSpec.parse(args.activation), epochs=args.epochs,
-        batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
-        weight_decay=args.weight_decay, seed=args.seed, augment=not args.no_augment,
-        train_subset=args.train_subset, channels_last=not args.no_channels_last,
-        compile=args.compile,
-    )
+    # options a recipe sets: given explicitly they override it; absent, the defaults apply
+    chosen = {key: getattr(args, option) for option, key in _RECIPE_OPTIONS.items()
+              if getattr(args, option) is not None}
+    if "activation" in chosen:
+        chosen["activation"] = ActivationSpec.parse(chosen["activation"])
+    if args.no_augment:
+        chosen.update(augment=False, autoaugment=False, cutout=0)
+    common = dict(seed=args.seed, train_subset=args.train_subset,
+                  channels_last=not args.no_channels_last, compile=args.compile)
+    if args.recipe is not None:
+        from .recipes import load_recipe
+
+        cfg = load_recipe(args.recipe).train_config(**common, **chosen)
+    else:
+        cfg = TrainConfig(**{"architecture": "fashion_cnn", "dataset": "fashion-mnist",
+                             **common, **chosen})
     command = "spikebridge " + shlex.join(sys.argv[1:]) if sys.argv[1:] else None
     config = train(cfg, args.out, data_dir=args.data_dir, resume=args.resume,
                    overwrite=args.overwrite, allow_unverified=args.allow_unverified or None,
                    progress=not args.quiet, command=command, device=args.device)
     print(f"wrote {args.out} (test accuracy {config['test_accuracy']:.2%})")
     return 0
+
+
+#: train options a recipe sets -> TrainConfig field (None when not given on the command line)
+_RECIPE_OPTIONS = {
+    "model": "architecture", "dataset": "dataset", "activation": "activation",
+    "epochs": "epochs", "batch_size": "batch_size", "lr": "lr", "momentum": "momentum",
+    "weight_decay": "weight_decay", "autoaugment": "autoaugment", "cutout": "cutout",
+}
 
 
 def _add_model_and_data(p: argparse.ArgumentParser) -> None:
@@ -530,6 +558,51 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_reproduce(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "reproduce", help="a COS paper row: our QCFS / COS accuracy per T beside the paper's",
+        description="Convert a model trained with `spikebridge train --recipe NAME` with QCFS and "
+        "with COS (ρ from the recipe), simulate the test set and print, per T, our accuracy, "
+        "the paper's and the gap (ours − paper), for the ANN, QCFS and COS (docs/reproduce.md). "
+        "The model must be the recipe's: same architecture, dataset and QCFS L.",
+    )
+    p.add_argument("--recipe", required=True,
+                   help="recipe name (`spikebridge info` lists them) or a .toml file")
+    p.add_argument("--model", required=True, type=Path,
+                   help="checkpoint directory trained from the recipe")
+    p.add_argument("--data-dir", type=Path, default=None,
+                   help="directory with the dataset's files")
+    p.add_argument("--T", type=_int_list, default=None,
+                   help="comma-separated time-steps (default: the recipe's, 1,2,4,8,16,32)")
+    p.add_argument("--limit", type=int, default=None,
+                   help="evaluate on a fixed random subset of N test images (default: all)")
+    p.add_argument("--batch-size", type=int, default=250)
+    p.add_argument("--mode", choices=("auto", "step", "layer", "hybrid"), default="auto",
+                   help="simulation execution style (results are identical)")
+    p.add_argument("--allow-unverified", action="store_true",
+                   help="load a checkpoint without (or failing) the SHA-256 manifest check")
+    p.add_argument("--json", type=Path, default=None, help="write the record here")
+    _add_common(p)
+    p.set_defaults(func=_cmd_reproduce)
+
+
+def _cmd_reproduce(args: argparse.Namespace) -> int:
+    from .recipes import load_recipe
+    from .reporting import write_json
+    from .reproduce import format_reproduction, reproduce
+
+    recipe = load_recipe(args.recipe)
+    record = reproduce(recipe, args.model, steps=args.T, data_dir=args.data_dir,
+                       limit=args.limit, batch_size=args.batch_size, device=args.device,
+                       mode=args.mode, progress=not args.quiet,
+                       allow_unverified=args.allow_unverified or None)
+    print(format_reproduction(record))
+    if args.json:
+        write_json(args.json, record)
+        print(f"wrote {args.json}")
+    return 0
+
+
 def _add_info(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("info", help="list models, datasets, methods and the shipped model")
     p.set_defaults(func=_cmd_info)
@@ -553,6 +626,13 @@ def _cmd_info(_args: argparse.Namespace) -> int:
         print(f"  {name:<20} {method.summary}")
         print(f"  {'':<20} converts: {' / '.join(method.source_kinds)} ANNs "
               f"(make one: {method.source_hint})")
+    from .recipes import list_recipes, load_recipe
+
+    print("recipes (docs/reproduce.md; train --recipe NAME, reproduce --recipe NAME):")
+    for name in list_recipes():
+        recipe = load_recipe(name)
+        print(f"  {name:<20} {recipe.title}: {recipe.architecture}, L = {recipe.levels}, "
+              f"ρ = {recipe.rho}")
     print(f"shipped model: {SHIPPED_MODEL_DIR}")
     return 0
 
@@ -568,6 +648,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_compare(sub)
     _add_analyse(sub)
     _add_demo(sub)
+    _add_reproduce(sub)
     _add_info(sub)
     return parser
 

@@ -1,0 +1,226 @@
+"""Recipes: one TOML file per row of the COS paper's result tables (docs/reproduce.md).
+
+A recipe is plain data shipped in this package (``spikebridge/recipes/NAME.toml``): the model
+(architecture, dataset, QCFS levels ``L`` and initial threshold), the training
+hyper-parameters, the augmentation, the COS pre-simulation length ρ and the time-steps, and the
+accuracies the paper reports for the ANN, QCFS and COS at each T. :func:`load_recipe` reads and
+validates one — every table and key is required, unknown keys are refused, and each error names
+the file and the field — and :func:`list_recipes` lists the shipped ones.
+``spikebridge train --recipe NAME`` trains from :meth:`Recipe.train_config`;
+``spikebridge reproduce --recipe NAME`` compares a trained model with the paper's row
+(:mod:`spikebridge.reproduce`).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["RECIPE_DIR", "PaperRow", "Recipe", "RecipeError", "list_recipes", "load_recipe"]
+
+RECIPE_DIR = Path(__file__).resolve().parent
+"""Where the shipped recipe files are."""
+
+METHODS = ("qcfs", "cos")
+"""The methods whose reported accuracies a recipe holds, in table order."""
+
+
+class RecipeError(ValueError):
+    """A recipe is unknown, unreadable or has a missing, unknown or invalid field."""
+
+
+@dataclass(frozen=True)
+class PaperRow:
+    """One method's row of a paper table: the ANN accuracy and the SNN accuracy per T (%)."""
+
+    ann: float
+    accuracy: dict[int, float]
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A validated recipe (see the module docstring); accuracies are in percent."""
+
+    name: str
+    title: str
+    source: str
+    notes: str
+    architecture: str
+    dataset: str
+    levels: int
+    theta: float
+    epochs: int
+    lr: float
+    momentum: float
+    weight_decay: float
+    batch_size: int
+    crop_padding: int
+    horizontal_flip: bool
+    autoaugment: bool
+    cutout: int
+    rho: int
+    steps: tuple[int, ...]
+    paper: dict[str, PaperRow]
+
+    def activation(self):
+        """The QCFS activation the recipe trains with (``L`` = :attr:`levels`)."""
+        from spikebridge.activations import ActivationSpec
+
+        return ActivationSpec("qcfs", levels=self.levels, theta=self.theta)
+
+    def train_config(self, **overrides: Any):
+        """A :class:`~spikebridge.train.TrainConfig` with the recipe's values; ``overrides``
+        (e.g. ``epochs=1``, ``train_subset=256``) replace single fields."""
+        from spikebridge.train import TrainConfig
+
+        values: dict[str, Any] = {
+            "architecture": self.architecture, "dataset": self.dataset,
+            "activation": self.activation(), "epochs": self.epochs, "lr": self.lr,
+            "momentum": self.momentum, "weight_decay": self.weight_decay,
+            "batch_size": self.batch_size,
+            "augment": self.crop_padding > 0 or self.horizontal_flip,
+            "autoaugment": self.autoaugment, "cutout": self.cutout, "recipe": self.name,
+        }  # fmt: skip
+        values.update(overrides)
+        return TrainConfig(**values)
+
+
+def list_recipes() -> list[str]:
+    """Names of the shipped recipes, sorted."""
+    return sorted(p.stem for p in RECIPE_DIR.glob("*.toml"))
+
+
+# table -> {key: (type, check or None, what the check requires)}
+def _positive(v: float) -> bool:
+    return v > 0
+
+
+def _non_negative(v: float) -> bool:
+    return v >= 0
+
+
+_SCHEMA: dict[str, dict[str, tuple[type, Any, str]]] = {
+    "": {"title": (str, None, ""), "source": (str, None, ""), "notes": (str, None, "")},
+    "model": {
+        "architecture": (str, None, ""), "dataset": (str, None, ""),
+        "levels": (int, _positive, ">= 1"), "theta": (float, _positive, "> 0"),
+    },
+    "training": {
+        "epochs": (int, _positive, ">= 1"), "lr": (float, _positive, "> 0"),
+        "momentum": (float, lambda v: 0 <= v < 1, "in [0, 1)"),
+        "weight_decay": (float, _non_negative, ">= 0"), "batch_size": (int, _positive, ">= 1"),
+    },
+    "augmentation": {
+        "crop_padding": (int, _non_negative, ">= 0"), "horizontal_flip": (bool, None, ""),
+        "autoaugment": (bool, None, ""), "cutout": (int, _non_negative, ">= 0"),
+    },
+    "conversion": {"rho": (int, _non_negative, ">= 0"), "T": (list, None, "")},
+}  # fmt: skip
+_TABLES = ("model", "training", "augmentation", "conversion", "paper")
+
+
+def _field(where: str, table: dict, key: str, kind: type, check: Any, requirement: str) -> Any:
+    if key not in table:
+        raise RecipeError(f"{where}: missing field {key!r}")
+    value = table[key]
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if kind is int and isinstance(value, bool) or not isinstance(value, kind):
+        raise RecipeError(f"{where}: field {key!r} must be {kind.__name__}, got {value!r}")
+    if check is not None and not check(value):
+        raise RecipeError(f"{where}: field {key!r} must be {requirement}, got {value!r}")
+    return value
+
+
+def _no_unknown(where: str, table: dict, known: set[str]) -> None:
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise RecipeError(f"{where}: unknown field(s) {', '.join(map(repr, unknown))}; known: "
+                          f"{', '.join(sorted(known))}")
+
+
+def _steps(where: str, value: list) -> tuple[int, ...]:
+    if not value or not all(isinstance(t, int) and not isinstance(t, bool) and t >= 1
+                            for t in value):
+        raise RecipeError(f"{where}: field 'T' must be a non-empty list of integers >= 1, "
+                          f"got {value!r}")
+    return tuple(value)
+
+
+def _paper_row(where: str, table: Any) -> PaperRow:
+    if not isinstance(table, dict):
+        raise RecipeError(f"{where}: must be a table with 'ann' and 'accuracy'")
+    _no_unknown(where, table, {"ann", "accuracy"})
+    ann = _field(where, table, "ann", float, lambda v: 0 <= v <= 100, "a percentage (0..100)")
+    raw = _field(where, table, "accuracy", dict, None, "")
+    accuracy: dict[int, float] = {}
+    for key, value in raw.items():
+        if not key.isdigit() or int(key) < 1:
+            raise RecipeError(f"{where}.accuracy: key {key!r} is not a time-step T >= 1")
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 100:
+            raise RecipeError(f"{where}.accuracy: T = {key}: {value!r} is not a percentage")
+        accuracy[int(key)] = float(value)
+    return PaperRow(ann, dict(sorted(accuracy.items())))
+
+
+def _validate(name: str, data: dict, path: Path) -> Recipe:
+    where = str(path)
+    _no_unknown(where, data, set(_SCHEMA[""]) | set(_TABLES))
+    values: dict[str, Any] = {}
+    for table_name, fields in _SCHEMA.items():
+        table = data if table_name == "" else data.get(table_name)
+        label = where if table_name == "" else f"{where} [{table_name}]"
+        if not isinstance(table, dict):
+            raise RecipeError(f"{where}: missing table [{table_name}]")
+        if table_name:
+            _no_unknown(label, table, set(fields))
+        for key, (kind, check, requirement) in fields.items():
+            values[key] = _field(label, table, key, kind, check, requirement)
+    from spikebridge.data import list_datasets, list_streaming_datasets
+    from spikebridge.models import list_models
+
+    if values["architecture"] not in list_models():
+        raise RecipeError(f"{where} [model]: unknown architecture {values['architecture']!r}; "
+                          f"known: {', '.join(list_models())}")
+    datasets = list_datasets() + list(list_streaming_datasets())
+    if values["dataset"] not in datasets:
+        raise RecipeError(f"{where} [model]: unknown dataset {values['dataset']!r}; known: "
+                          f"{', '.join(datasets)}")
+    paper = data.get("paper")
+    if not isinstance(paper, dict):
+        raise RecipeError(f"{where}: missing table [paper]")
+    _no_unknown(f"{where} [paper]", paper, set(METHODS))
+    rows = {}
+    for method in METHODS:
+        if method not in paper:
+            raise RecipeError(f"{where}: missing table [paper.{method}]")
+        rows[method] = _paper_row(f"{where} [paper.{method}]", paper[method])
+    steps = _steps(f"{where} [conversion]", values.pop("T"))
+    return Recipe(name=name, steps=steps, paper=rows, **values)
+
+
+def load_recipe(name: str | Path) -> Recipe:
+    """The shipped recipe ``name`` (see :func:`list_recipes`), or the recipe file at a path
+    ending in ``.toml``; validated.
+
+    Raises:
+        RecipeError: unknown name, missing or unreadable file, invalid TOML, or a missing,
+            unknown or invalid field (the message names the file and the field).
+    """
+    text = str(name)
+    if text.endswith(".toml"):
+        path = Path(text).expanduser()
+        if not path.is_file():
+            raise RecipeError(f"recipe file {path} does not exist")
+    else:
+        path = RECIPE_DIR / f"{text}.toml"
+        if not path.is_file():
+            raise RecipeError(f"unknown recipe {text!r}; known recipes: "
+                              f"{', '.join(list_recipes())} (or give a path to a .toml file)")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise RecipeError(f"cannot read recipe {path}: {exc}") from exc
+    return _validate(path.stem, data, path)
