@@ -55,14 +55,18 @@ def test_compare_and_analyse_write_files(tmp_path):
 
 @pytest.mark.parametrize(("argv", "message"), [
     (["evaluate", "--model", "/nonexistent/model"], "does not exist"),
-    (["evaluate", "--T", "0"], "T must be an integer >= 1"),
-    (["evaluate", "--method", "cos", "--rho", "0", "--limit", "5"], "rho"),
+    (["evaluate", "--T", "0"], "every value must be >= 1"),
+    (["evaluate", "--method", "cos", "--rho", "0", "--limit", "5"], "--rho: must be >= 1"),
     (["evaluate", "--method", "cos", "--iterations", "-1", "--limit", "5"], "iterations"),
     (["evaluate", "--method", "magic", "--limit", "5"], "unknown conversion method"),
     (["evaluate", "--limit", "0"], "--limit"),
 ])
 def test_bad_input_gives_a_clear_error(argv, message, capsys):
-    assert main([*argv, "--quiet"]) == 2
+    try:
+        code = main([*argv, "--quiet"])
+    except SystemExit as exit_info:  # argparse's own checks
+        code = exit_info.code
+    assert code == 2
     assert message in capsys.readouterr().err
 
 

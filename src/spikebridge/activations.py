@@ -57,8 +57,8 @@ def floor_ste(x: torch.Tensor) -> torch.Tensor:
 
 def _check_theta(theta: float) -> float:
     theta = float(theta)
-    if not theta > 0.0:
-        raise ValueError(f"the initial threshold theta must be > 0, got {theta}")
+    if not (theta > 0.0 and math.isfinite(theta)):
+        raise ValueError(f"the initial threshold theta must be a finite number > 0, got {theta}")
     return theta
 
 
@@ -377,7 +377,11 @@ def _parse_option(key: str, name: str, value: str) -> int | float | bool:
             if value.lower() not in _TRUE + _FALSE:
                 raise ValueError(value)
             return value.lower() in _TRUE
-        return float(value)
+        number = float(value)
+        if not math.isfinite(number):
+            raise ValueError(value)
+        return number
     except ValueError:
-        kind = {"levels": "an integer", "learn_c": "0/1 (or true/false)"}.get(name, "a number")
+        kind = {"levels": "an integer",
+                "learn_c": "0/1 (or true/false)"}.get(name, "a finite number")
         raise ValueError(f"activation option {key}={value!r} must be {kind}") from None

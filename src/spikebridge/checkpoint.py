@@ -72,6 +72,7 @@ __all__ = [
     "atomic_write_json",
     "build_model",
     "check_output_dir",
+    "check_output_file",
     "load_checkpoint",
     "load_config",
     "load_train_state",
@@ -299,11 +300,21 @@ def _parse_config(path: Path, data: bytes) -> dict:
         ) from exc
     if not isinstance(config, dict):
         raise CheckpointError(f"{path} is not a JSON object; the checkpoint is corrupt")
-    missing = [k for k in ("architecture", "num_classes", "in_channels", "activation")
-               if k not in config]
+    missing = [k for k in _CONFIG_FIELDS if k not in config]
     if missing:
         raise CheckpointError(f"{path} lacks the field(s) {', '.join(missing)}")
+    wrong = [f"{k} must be {what}" for k, (kind, what) in _CONFIG_FIELDS.items()
+             if not isinstance(config[k], kind) or isinstance(config[k], bool)
+             or (kind is int and config[k] < 1)]
+    if wrong:
+        raise CheckpointError(f"{path}: {'; '.join(wrong)}; the checkpoint is corrupt")
     return config
+
+
+_CONFIG_FIELDS = {  # field: (type, description) every checkpoint's config.json must have
+    "architecture": (str, "a model name"), "num_classes": (int, "an integer >= 1"),
+    "in_channels": (int, "an integer >= 1"), "activation": (dict, "an object"),
+}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -729,6 +740,17 @@ def check_output_dir(directory: str | os.PathLike[str]) -> None:
     if not os.access(parent, os.W_OK | os.X_OK):
         raise CheckpointError(f"cannot create {directory}: {parent} is not writable (read-only "
                               "directory or file system)")
+
+
+def check_output_file(path: str | os.PathLike[str]) -> None:
+    """Refuse, with a one-line :class:`CheckpointError`, an output file that cannot be written:
+    an existing directory, inside the shipped model directory, under a file, read-only."""
+    path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a directory; give a file name (e.g. {path}/result.json)")
+    if os.path.lexists(path) and not os.access(path, os.W_OK):
+        raise CheckpointError(f"{path} exists and is not writable; choose another file")
+    check_output_dir(path.parent)
 
 
 def _current_target(directory: Path) -> str | None:

@@ -6,9 +6,12 @@ Every subcommand has ``--help``; long work shows progress bars (``--quiet`` hide
 from __future__ import annotations
 
 import argparse
+import errno
 import shlex
 import sys
+import warnings
 from pathlib import Path
+from typing import NoReturn
 
 __all__ = ["main"]
 
@@ -35,6 +38,7 @@ def _method_names() -> list[str]:
 
 
 def _int_list(text: str) -> list[int]:
+    """Comma-separated positive integers (``--T 1,2,4``)."""
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError as exc:
@@ -43,13 +47,63 @@ def _int_list(text: str) -> list[int]:
         ) from exc
     if not values:
         raise argparse.ArgumentTypeError("expected at least one integer")
+    if min(values) < 1:
+        raise argparse.ArgumentTypeError(f"every value must be >= 1, got {min(values)}")
     return values
+
+
+def _count_list(text: str) -> list[int]:
+    """Comma-separated integers >= 0 (``--iterations 0,1,2``)."""
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}"
+                                         ) from exc
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one integer")
+    if min(values) < 0:
+        raise argparse.ArgumentTypeError(f"every value must be >= 0, got {min(values)}")
+    return values
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors (``spikebridge CMD: error: ...``), exit code 2."""
+
+    def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003 - argparse's signature
+        kwargs.setdefault("allow_abbrev", False)  # `--mode` must not silently mean `--model`
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _device(text: str) -> str:
+    """``--device``: validated before any work (a malformed name or absent hardware)."""
+    from .devices import DeviceError, resolve_device
+
+    try:
+        return str(resolve_device(text))
+    except DeviceError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    parser.add_argument("--device", default="cpu",
-                        help="torch device, e.g. cpu or cuda (default cpu)")
+    parser.add_argument("--device", default="cpu", type=_device,
+                        help="torch device, e.g. cpu, cuda or cuda:1 (default cpu); checked "
+                        "before any work")
+    parser.add_argument("--debug", action="store_true",
+                        help="on failure, show the full Python traceback instead of one line")
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -103,10 +157,58 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--allow-unverified", action="store_true",
                    help="with --resume: accept a checkpoint without (matching) SHA-256 hashes "
                    "(also: SPIKEBRIDGE_ALLOW_UNVERIFIED=1)")
+    p.add_argument("--amp", choices=("bf16",), default=None,
+                   help="mixed precision: bfloat16 autocast for forward and loss (weights and "
+                   "optimizer stay float32; default off)")
+    _add_process_options(p)
     _add_common(p)
     p.set_defaults(func=_cmd_train)
 
 
+def _add_process_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("processes (docs/distributed.md)")
+    g.add_argument("--nproc", type=int, default=1,
+                   help="run in N local processes with torch.distributed (DDP training; "
+                   "evaluation shares the test set); torchrun --nproc_per_node N -m spikebridge "
+                   "... does the same. With --device cuda each process takes one GPU")
+    g.add_argument("--workers", type=int, default=0,
+                   help="image-decoding processes per process for streamed datasets (imagenet, "
+                   "imagefolder; default 0)")
+
+
+def _multi_process(command):
+    """Run ``command(args)`` in every process of the run: start ``--nproc`` processes here, or
+    join the ones torchrun started; each gets its own device and only rank 0 prints."""
+    import functools
+
+    @functools.wraps(command)
+    def run(args: argparse.Namespace) -> int:
+        from . import distributed
+
+        nproc = distributed.check_process_count(args.nproc)
+        launched = distributed.launched_world_size()
+        if launched is None and nproc > 1:
+            return distributed.launch(nproc, run, args)
+        if launched is not None and nproc not in (1, launched):
+            raise distributed.DistributedError(
+                f"--nproc {nproc} inside a run of {launched} processes (torchrun): give one of "
+                "the two")
+        with distributed.process_group(args.device) as device:
+            args.device = str(device)
+            args.quiet = args.quiet or not distributed.is_main_process()
+            return command(args)
+
+    return run
+
+
+def _is_main_process() -> bool:
+    """Whether this process writes the results (rank 0, or the only process)."""
+    from .distributed import is_main_process
+
+    return is_main_process()
+
+
+@_multi_process
 def _cmd_train(args: argparse.Namespace) -> int:
     from .activations import ActivationSpec
     from .train import TrainConfig, train
@@ -119,7 +221,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.no_augment:
         chosen.update(augment=False, autoaugment=False, cutout=0)
     common = dict(seed=args.seed, train_subset=args.train_subset,
-                  channels_last=not args.no_channels_last, compile=args.compile)
+                  channels_last=not args.no_channels_last, compile=args.compile, amp=args.amp)
     if args.recipe is not None:
         from .recipes import load_recipe
 
@@ -130,7 +232,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     command = "spikebridge " + shlex.join(sys.argv[1:]) if sys.argv[1:] else None
     config = train(cfg, args.out, data_dir=args.data_dir, resume=args.resume,
                    overwrite=args.overwrite, allow_unverified=args.allow_unverified or None,
-                   progress=not args.quiet, command=command, device=args.device)
+                   progress=not args.quiet, command=command, device=args.device,
+                   workers=args.workers)
     print(f"wrote {args.out} (test accuracy {config['test_accuracy']:.2%})")
     return 0
 
@@ -143,7 +246,10 @@ _RECIPE_OPTIONS = {
 }
 
 
-def _add_model_and_data(p: argparse.ArgumentParser) -> None:
+def _add_model_and_data(p: argparse.ArgumentParser, *, conversion: bool = True) -> None:
+    """Options of commands that load a checkpoint and its test set; ``conversion``: also the
+    options of commands that convert with a chosen method (execution mode, calibration data,
+    weight bits)."""
     p.add_argument("--model", default=None,
                    help="checkpoint directory from `spikebridge train`, or per method / per "
                    "activation kind: relu=DIR1,qcfs=DIR2,cos=DIR3 (default: the shipped model "
@@ -152,49 +258,76 @@ def _add_model_and_data(p: argparse.ArgumentParser) -> None:
                    help="directory with the dataset's files (default: the Debian package's)")
     p.add_argument("--limit", type=int, default=None,
                    help="evaluate on a fixed random subset of N test images (default: all)")
-    p.add_argument("--batch-size", type=int, default=250)
-    p.add_argument("--mode", choices=("auto", "step", "layer", "hybrid"), default="auto",
-                   help="execution: step-by-step, layer-wise, or hybrid (COS: first ρ frames "
-                   "layer-wise, then step by step); auto picks the fastest the method allows")
-    p.add_argument("--calibration-samples", type=int, default=1000,
-                   help="training images that data-based methods (maxnorm, robustnorm, "
-                   "threshold-balancing, rmp, opi, ecc) measure their statistics on "
-                   "(default 1000)")
+    p.add_argument("--batch-size", type=_positive_int, default=250)
     p.add_argument("--allow-unverified", action="store_true",
                    help="load checkpoints without (or failing) the SHA-256 manifest check "
                    "(docs/reliability.md); also SPIKEBRIDGE_ALLOW_UNVERIFIED=1")
+    p.add_argument("--ignore-data-mismatch", action="store_true",
+                   help="evaluate even if the test images differ from those the checkpoint "
+                   "was evaluated on when it was trained (its recorded test_fingerprint), e.g. "
+                   "a deliberately different copy or subset of the dataset")
+    if not conversion:
+        return
+    p.add_argument("--allow-nonfinite", action="store_true",
+                   help="test images holding NaN/inf get NaN outputs and count as wrong, instead "
+                   "of stopping with an error (the default)")
+    p.add_argument("--mode", choices=("auto", "step", "layer", "hybrid"), default="auto",
+                   help="execution: step-by-step, layer-wise, or hybrid (COS: first ρ frames "
+                   "layer-wise, then step by step); auto picks the fastest the method allows")
+    p.add_argument("--calibration-samples", type=_positive_int, default=None,
+                   help="training images that data-based methods (maxnorm, robustnorm, "
+                   "threshold-balancing, rmp, opi, ecc) measure their statistics on "
+                   f"(default {DEFAULT_CALIBRATION_SAMPLES}); refused for other methods")
     p.add_argument("--weight-bits", type=int, default=None,
                    help="quantize every conv/linear weight to b-bit signed integers (2..16) "
                    "after conversion (docs/methods.md §7.6); works with every method")
 
 
+COS_DEFAULTS = {"rho": 4, "iterations": 1, "variant": "shift", "epsilon": 1e-3}
+DEFAULT_CALIBRATION_SAMPLES = 1000
+
+
 def _add_cos_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("COS options (docs/methods.md §4)")
-    g.add_argument("--rho", type=int, default=4, help="pre-simulation steps ρ (default 4)")
-    g.add_argument("--iterations", type=int, default=1,
-                   help="±1-spike corrections per neuron (default 1; 0 = plain QCFS)")
-    g.add_argument("--variant", choices=("shift", "lightweight"), default="shift")
-    g.add_argument("--epsilon", type=float, default=1e-3, help="ε as a fraction of θ")
+    """COS flags; default None so that a flag given for a method without COS is refused."""
+    g = p.add_argument_group("COS options (docs/methods.md §4; refused for other methods)")
+    g.add_argument("--rho", type=_positive_int, default=None,
+                   help="pre-simulation steps ρ (default 4)")
+    g.add_argument("--iterations", type=int, default=None,
+                   help="±1-spike corrections per neuron (default 1; 0 = plain QCFS; the "
+                   "lightweight variant has exactly one)")
+    g.add_argument("--variant", choices=("shift", "lightweight"), default=None,
+                   help="shift (default; Theorems 1-2) or lightweight (start from v(ρ))")
+    g.add_argument("--epsilon", type=float, default=None,
+                   help="ε as a fraction of θ (default 0.001; shift variant only)")
 
 
 def _add_energy_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("operation and energy counting (docs/energy.md)")
     g.add_argument("--no-energy", action="store_true",
                    help="do not count spikes, synaptic operations and energy (slightly faster)")
-    g.add_argument("--mac-pj", type=float, default=4.6,
+    g.add_argument("--mac-pj", type=float, default=None,
                    help="energy of one MAC in pJ (default 4.6: 32-bit float, 45 nm, Horowitz 2014)")
-    g.add_argument("--ac-pj", type=float, default=0.9,
+    g.add_argument("--ac-pj", type=float, default=None,
                    help="energy of one synaptic accumulate in pJ (default 0.9, same source)")
-    g.add_argument("--first-layer", choices=("once", "every_step"), default="once",
+    g.add_argument("--first-layer", choices=("once", "every_step"), default=None,
                    help="charge the analog first layer once per image (the simulator caches it; "
                    "default) or at every presented step (hardware re-presenting the image)")
+
+
+_ENERGY_FLAGS = {"mac_pj": "--mac-pj", "ac_pj": "--ac-pj", "first_layer": "--first-layer"}
 
 
 def _energy_model(args: argparse.Namespace):
     from .energy import EnergyModel
 
-    return EnergyModel(mac_pj=getattr(args, "mac_pj", 4.6), ac_pj=getattr(args, "ac_pj", 0.9),
-                       first_layer=getattr(args, "first_layer", "once"))
+    given = [flag for key, flag in _ENERGY_FLAGS.items() if getattr(args, key, None) is not None]
+    if given and getattr(args, "no_energy", False):
+        raise ValueError(f"{', '.join(given)} set(s) the energy model, which --no-energy turns "
+                         "off; drop one of them")
+    mac_pj = 4.6 if getattr(args, "mac_pj", None) is None else args.mac_pj
+    ac_pj = 0.9 if getattr(args, "ac_pj", None) is None else args.ac_pj
+    return EnergyModel(mac_pj=mac_pj, ac_pj=ac_pj,
+                       first_layer=getattr(args, "first_layer", None) or "once")
 
 
 def _print_energy(records: list[dict]) -> None:
@@ -213,19 +346,44 @@ _METHODS_HELP = (
 
 
 def _method_specs(text: str, args: argparse.Namespace) -> list:
-    """Parse ``--method(s)``; COS takes its defaults from --rho/--iterations/... flags."""
-    from .methods import MethodSpec, parse_method_spec
+    """Parse ``--method(s)``; COS takes its defaults from the --rho/--iterations/... flags.
+
+    Flags that no chosen method uses are refused rather than ignored: a COS flag without a COS
+    method, ``--epsilon`` with the lightweight variant (it computes no shift), and
+    ``--calibration-samples`` without a data-based method.
+    """
+    from .methods import MethodSpec, get_method, parse_method_spec
 
     specs = [parse_method_spec(item) for item in text.split(",") if item.strip()]
     if not specs:
         raise ValueError("name at least one conversion method")
+    given = {key: getattr(args, key, None) for key in COS_DEFAULTS}
+    given = {key: value for key, value in given.items() if value is not None}
+    if given and not any(spec.name == "cos" for spec in specs):
+        flags = ", ".join("--" + key for key in given)
+        raise ValueError(f"{flags} only appl{'ies' if len(given) == 1 else 'y'} to method cos, "
+                         "not to "
+                         f"{', '.join(spec.label for spec in specs)}")
     result = []
     for spec in specs:
         if spec.name == "cos":
-            flags = {"rho": args.rho, "iterations": args.iterations, "variant": args.variant,
-                     "epsilon": args.epsilon}
-            spec = MethodSpec("cos", {**flags, **spec.params})
+            params = {**COS_DEFAULTS, **given, **spec.params}
+            if params["variant"] == "lightweight" and (
+                    "epsilon" in given or "epsilon" in spec.params):
+                raise ValueError("--epsilon does not apply to the lightweight COS variant (it "
+                                 "starts from v(ρ) and computes no shift); drop it or use "
+                                 "--variant shift")
+            if params["variant"] == "lightweight":
+                params.pop("epsilon")
+            spec = MethodSpec("cos", params)
         result.append(spec)
+    methods = [get_method(spec.name, **spec.params) for spec in result]  # checks parameters
+    _energy_model(args)  # refuses energy flags that --no-energy makes void
+    samples = getattr(args, "calibration_samples", None)
+    if samples is not None and not any(method.needs_calibration_data() for method in methods):
+        raise ValueError("--calibration-samples only applies to data-based methods (maxnorm, "
+                         "robustnorm, threshold-balancing, rmp, opi, ecc); "
+                         f"{', '.join(spec.label for spec in result)} use(s) no data")
     return result
 
 
@@ -288,7 +446,7 @@ def _resolve_model(spec, args: argparse.Namespace) -> Path:
 def _load(args: argparse.Namespace, model_dir: Path | None = None):
     """(ANN, config, test loader, model label) for a checkpoint and --data-dir / --limit."""
     from .checkpoint import load_checkpoint
-    from .data import BatchLoader, load_dataset
+    from .data.pipeline import evaluation_loader
     from .shipped import SHIPPED_MODEL_DIR
 
     if model_dir is None:
@@ -301,27 +459,81 @@ def _load(args: argparse.Namespace, model_dir: Path | None = None):
                                   allow_unverified=getattr(args, "allow_unverified", False) or None)
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit must be >= 1, got {args.limit}")
-    test = load_dataset(config["dataset"], "test", args.data_dir).subset(args.limit, seed=0)
-    if test.in_channels != config["in_channels"] or test.num_classes != config["num_classes"]:
-        raise ValueError(
-            f"the model expects {config['in_channels']} channel(s) and {config['num_classes']} "
-            f"classes but {test.name} has {test.in_channels} and {test.num_classes}"
-        )
+    if not isinstance(config.get("dataset"), str):
+        raise ValueError(f"{model_dir}/config.json names no dataset (field 'dataset'), so there "
+                         "is no test set to evaluate it on; add it (e.g. \"dataset\": "
+                         "\"fashion-mnist\") and re-sign the checkpoint")
+    full = _open_split(args, config, "test")
+    _check_data_fits(full, config, model_dir, ignore=getattr(args, "ignore_data_mismatch", False))
+    test = full.subset(args.limit, seed=0)
     label = f"{config['architecture']} ({Path(model_dir).name})"
-    return ann, config, BatchLoader(test, args.batch_size), label
+    loader = evaluation_loader(test, args.batch_size, workers=getattr(args, "workers", 0))
+    return ann, config, loader, label
+
+
+def _open_split(args: argparse.Namespace, config: dict, split: str):
+    """A split of the checkpoint's dataset, in memory or streamed with the model's input size
+    and normalisation (evaluation transform)."""
+    from .data.pipeline import open_dataset
+
+    norm = config.get("normalization") or {}
+    return open_dataset(config["dataset"], split, args.data_dir, augment=False,
+                        input_size=config.get("input_size"), mean=norm.get("mean"),
+                        std=norm.get("std"))
+
+
+def _check_data_fits(test, config: dict, model_dir: Path, *, ignore: bool) -> None:
+    """The test set is the data the checkpoint was made for: class count, image shape (always
+    errors) and, when the checkpoint records one, the fingerprint of its test set (an error
+    unless ``ignore``; --ignore-data-mismatch)."""
+    expected = (config["in_channels"], *config.get("input_size", test.input_size))
+    found = (test.in_channels, *test.input_size)
+    if tuple(expected) != found or test.num_classes != config["num_classes"]:
+        raise ValueError(
+            f"{model_dir} was trained on {config['dataset']} images of shape "
+            f"{list(expected)} with {config['num_classes']} classes, but the {test.name} files "
+            f"found hold images of shape {list(found)} with {test.num_classes} classes; check "
+            "--data-dir"
+        )
+    recorded = config.get("test_fingerprint")
+    fingerprint = getattr(test, "fingerprint", None)  # streamed sets have none
+    if recorded and not ignore and fingerprint is not None and fingerprint() != recorded:
+        raise ValueError(
+            f"the {test.name} test files found are not the ones {model_dir} was evaluated on "
+            f"when it was trained (their SHA-256 fingerprint differs: other images or labels "
+            f"under the same name, e.g. MNIST's files given as Fashion-MNIST); check --data-dir, "
+            f"or pass --ignore-data-mismatch if this is a deliberate other copy or subset"
+        )
 
 
 def _calibration_data(args: argparse.Namespace, config: dict):
     """Training images of the model's data set for data-based methods (fixed subset)."""
     from .calibration import CalibrationData
-    from .data import BatchLoader, load_dataset
+    from .data.pipeline import evaluation_loader
 
-    if args.calibration_samples < 1:
-        raise ValueError(f"--calibration-samples must be >= 1, got {args.calibration_samples}")
-    train = load_dataset(config["dataset"], "train", args.data_dir)
-    subset = train.subset(min(args.calibration_samples, len(train)), seed=0)
-    return CalibrationData(BatchLoader(subset, args.batch_size), len(subset),
-                           progress=not args.quiet)
+    samples = args.calibration_samples or DEFAULT_CALIBRATION_SAMPLES
+    train = _open_split(args, config, "train")
+    subset = train.subset(min(samples, len(train)), seed=0)
+    # every process calibrates on the same images (identical networks), not on a share
+    loader = evaluation_loader(subset, args.batch_size, workers=getattr(args, "workers", 0),
+                               shard=False)
+    return CalibrationData(loader, len(subset), progress=not args.quiet)
+
+
+def _warn_if_long(args: argparse.Namespace, snn, loader, steps: list[int], label: str,
+                  nonfinite: str) -> None:
+    """One stderr line when a short probe predicts a run longer than LONG_RUN_SECONDS."""
+    from .runtime_estimate import LONG_RUN_SECONDS, estimate_simulation_seconds, format_duration
+
+    x = next(iter(loader))[0].to(args.device)
+    snn.to(args.device).eval()
+    seconds = estimate_simulation_seconds(snn, x, steps, len(loader.dataset), mode=args.mode,
+                                          nonfinite=nonfinite)
+    if seconds > LONG_RUN_SECONDS:
+        print(f"spikebridge {args.command}: warning: {label} will take about "
+              f"{format_duration(seconds)} to simulate {len(loader.dataset)} images for "
+              f"T={max(steps)} (estimated from a short probe); use --limit or a smaller --T to "
+              "shorten it, Ctrl-C to stop", file=sys.stderr, flush=True)
 
 
 def _run_methods(args: argparse.Namespace, specs: list, steps: list[int]):
@@ -348,11 +560,13 @@ def _run_methods(args: argparse.Namespace, specs: list, steps: list[int]):
         calibration = _calibration_data(args, config) if method.needs_calibration_data() else None
         snn = convert(ann, method, calibration_data=calibration, weight_bits=args.weight_bits,
                       progress=not args.quiet)
+        nonfinite = "propagate" if args.allow_nonfinite else "error"
+        _warn_if_long(args, snn, loader, steps, spec.label, nonfinite)
         result = evaluate(snn, loader, steps, ann=ann if model_dir not in ann_accuracy else None,
                           mode=args.mode, device=args.device, progress=not args.quiet,
                           description=f"{spec.label}: simulating T={max(steps)}",
                           count_operations=not getattr(args, "no_energy", False),
-                          energy=_energy_model(args))
+                          energy=_energy_model(args), nonfinite=nonfinite)
         if model_dir not in ann_accuracy:
             ann_accuracy[model_dir] = result.ann_accuracy
         extra = {"label": spec.label,
@@ -381,21 +595,26 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", type=Path, default=None, help="write the result record here")
     _add_cos_options(p)
     _add_energy_options(p)
+    _add_process_options(p)
     _add_common(p)
     p.set_defaults(func=_cmd_evaluate)
 
 
+@_multi_process
 def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from .checkpoint import check_output_file
     from .reporting import format_accuracy_table, write_json
 
     specs = _method_specs(args.method, args)
     if len(specs) != 1:
         raise ValueError("evaluate takes one --method; use `spikebridge compare --methods` for "
                          "several")
+    if args.json is not None:
+        check_output_file(args.json)
     records = _run_methods(args, specs, args.T)
     print(format_accuracy_table(records))
     _print_energy(records)
-    if args.json:
+    if args.json and _is_main_process():
         write_json(args.json, records[0])
         print(f"wrote {args.json}")
     return 0
@@ -415,6 +634,7 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
                    "accuracy_vs_energy.png")
     _add_cos_options(p)
     _add_energy_options(p)
+    _add_process_options(p)
     _add_common(p)
     p.set_defaults(func=_cmd_compare)
 
@@ -432,13 +652,18 @@ def _write_comparison(records: list[dict], out: Path) -> None:
         print(f"wrote {plot_accuracy_vs_energy(records, out / 'accuracy_vs_energy.png')}")
 
 
+@_multi_process
 def _cmd_compare(args: argparse.Namespace) -> int:
+    from .checkpoint import check_output_dir
     from .reporting import format_accuracy_table
 
-    records = _run_methods(args, _method_specs(args.methods, args), args.T)
+    specs = _method_specs(args.methods, args)
+    check_output_dir(args.out)
+    records = _run_methods(args, specs, args.T)
     print(format_accuracy_table(records))
     _print_energy(records)
-    _write_comparison(records, args.out)
+    if _is_main_process():
+        _write_comparison(records, args.out)
     return 0
 
 
@@ -451,12 +676,14 @@ def _add_analyse(sub: argparse._SubParsersAction) -> None:
         "output layer's Ratio (share of exact matches) and MSE (COS paper Table 3). Writes "
         "offsets.json and offsets.png.",
     )
-    _add_model_and_data(p)
+    _add_model_and_data(p, conversion=False)
     p.set_defaults(limit=1000)
-    p.add_argument("--T", type=int, default=None,
-                   help="time-steps (default: the model's QCFS levels L, the paper's setting)")
-    p.add_argument("--rho", type=int, default=4, help="pre-simulation steps ρ (default 4)")
-    p.add_argument("--iterations", type=_int_list, default=[0, 1, 2, 4],
+    p.add_argument("--T", type=_positive_int, default=None,
+                   help="time-steps (default: the model's QCFS levels L, the paper's setting; a "
+                   "T that is not a multiple of L makes the desired spike count fractional)")
+    p.add_argument("--rho", type=_positive_int, default=None,
+                   help="pre-simulation steps ρ of the COS runs (default 4)")
+    p.add_argument("--iterations", type=_count_list, default=[0, 1, 2, 4],
                    help="COS iteration counts to compare (default 0,1,2,4; 0 = no calibration)")
     p.add_argument("--out", type=Path, default=Path("out/analyse"))
     _add_energy_options(p)
@@ -466,12 +693,23 @@ def _add_analyse(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_analyse(args: argparse.Namespace) -> int:
     from .analysis import compare_iterations
+    from .checkpoint import check_output_dir
     from .reporting import format_offset_table, plot_offsets, write_json
 
+    if args.rho is not None and not any(args.iterations):
+        raise ValueError("--rho only applies to COS runs, and --iterations "
+                         f"{','.join(map(str, args.iterations))} has none (0 = no calibration)")
+    args.rho = 4 if args.rho is None else args.rho
+    check_output_dir(args.out)
+    _energy_model(args)  # refuses energy flags that --no-energy makes void, before any work
     ann, config, loader, label = _load(args)
-    steps = args.T or int(config["activation"].get("levels", 4))
-    if any(k < 0 for k in args.iterations):
-        raise ValueError("COS iterations must be >= 0")
+    levels = int(config["activation"].get("levels", 4))
+    steps = args.T or levels
+    if steps % levels:
+        print(f"spikebridge {args.command}: warning: T={steps} is not a multiple of the model's "
+              f"L={levels}, so the desired spike count a/θ·T is not an integer and ψ is "
+              "fractional: Ratio counts only |ψ| < 0.01 and the per-layer distribution rounds ψ; "
+              f"the COS paper's setting is T = L = {levels}", file=sys.stderr, flush=True)
     reports = compare_iterations(ann, loader, steps, args.iterations, rho=args.rho,
                                  progress=not args.quiet)
     print(format_offset_table(reports))
@@ -507,7 +745,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--retrain", action="store_true",
                    help="retrain the model first with the command recorded in its model card")
-    p.add_argument("--epochs", type=int, default=None,
+    p.add_argument("--epochs", type=_positive_int, default=None,
                    help="with --retrain: override the number of epochs")
     p.add_argument("--data-dir", type=Path, default=None)
     p.add_argument("--limit", type=int, default=2000,
@@ -515,22 +753,27 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
                    "0 = all 10000)")
     p.add_argument("--T", type=_int_list, default=[1, 2, 4, 8, 16, 32])
     p.add_argument("--out", type=Path, default=Path("out/demo"))
-    p.add_argument("--batch-size", type=int, default=250)
+    p.add_argument("--batch-size", type=_positive_int, default=250)
     p.add_argument("--mode", choices=("auto", "step", "layer", "hybrid"), default="auto")
     _add_cos_options(p)
     _add_energy_options(p)
     _add_common(p)
-    p.set_defaults(func=_cmd_demo, calibration_samples=1000, weight_bits=None)
+    p.set_defaults(func=_cmd_demo, calibration_samples=None, weight_bits=None,
+                   allow_nonfinite=False, ignore_data_mismatch=False)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from .checkpoint import load_config
+    from .checkpoint import check_output_dir, load_config
     from .reporting import format_accuracy_table
     from .shipped import SHIPPED_MODEL_DIR
 
     args.model = None
     if args.limit == 0:
         args.limit = None
+    if args.epochs is not None and not args.retrain:
+        raise ValueError("--epochs only applies with --retrain")
+    specs = _method_specs("qcfs,cos", args)
+    check_output_dir(args.out)
     if args.retrain:
         from .activations import ActivationSpec
         from .train import TrainConfig, train
@@ -550,8 +793,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     print(f"spikebridge demo: model {model}\n"
           f"converting it to an SNN (IF neurons) and simulating {subset} Fashion-MNIST test "
           f"images for T = {','.join(map(str, args.T))} with plain QCFS and with COS "
-          f"(ρ = {args.rho}); `--limit 0` uses all 10 000.")
-    records = _run_methods(args, _method_specs("qcfs,cos", args), args.T)
+          f"(ρ = {specs[1].params['rho']}); `--limit 0` uses all 10 000.")
+    records = _run_methods(args, specs, args.T)
     print(format_accuracy_table(records))
     _print_energy(records)
     _write_comparison(records, args.out)
@@ -638,7 +881,7 @@ def _cmd_info(_args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="spikebridge", description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -653,23 +896,81 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
+def _one_line(text: str) -> str:
+    return "; ".join(line.strip() for line in str(text).splitlines() if line.strip())
+
+
+def _describe_failure(exc: BaseException) -> tuple[int, str]:
+    """(exit code, one-line message) for an exception that ends a command.
+
+    2: the input was wrong (options, files, data, model) and the message says what to change;
+    1: the run itself failed (disk full, out of memory, diverged training, an internal error).
+    """
     from .checkpoint import CheckpointError
     from .data import DatasetNotFoundError, IdxFormatError
 
+    if isinstance(exc, CheckpointError | DatasetNotFoundError | IdxFormatError | ValueError
+                  | TypeError | NotImplementedError):
+        return 2, _one_line(str(exc)) or type(exc).__name__
+    if isinstance(exc, OSError):
+        where = f" ({exc.filename})" if exc.filename else ""
+        if exc.errno == errno.ENOSPC:
+            return 1, (f"no space left on the device{where}; nothing was half-written (files "
+                       "are committed atomically), free some space and run again")
+        return 1, f"{exc.strerror or _one_line(str(exc))}{where}"
+    if isinstance(exc, MemoryError) or "can't allocate memory" in str(exc) or (
+            "out of memory" in str(exc).lower()):
+        return 1, ("out of memory: " + _one_line(str(exc))[:200]
+                   + "; lower --batch-size (or --limit)")
+    if isinstance(exc, FloatingPointError):
+        return 1, _one_line(str(exc))
+    return 1, (f"{type(exc).__name__}: {_one_line(str(exc))[:300]} — an internal error; rerun "
+               "with --debug for the traceback and please report it")
+
+
+def _one_line_warnings(command: str):
+    """A ``warnings.showwarning`` printing ``spikebridge CMD: warning: ...`` lines (no source
+    line echoed)."""
+    def show(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+        print(f"spikebridge {command}: warning: {_one_line(str(message))}",
+              file=file or sys.stderr, flush=True)
+
+    return show
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (0 ok, 1 the run failed, 2 bad input, 130 Ctrl-C).
+
+    Every failure is one line on stderr; ``--debug`` shows the traceback instead.
+    """
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if not getattr(args, "func", None):
+        if unknown:
+            parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+        parser.print_help()
+        return 2
+    if unknown:  # named by the subcommand, whose --help lists what it takes
+        print(f"spikebridge {args.command}: error: unrecognized arguments: {' '.join(unknown)} "
+              f"(see `spikebridge {args.command} --help`)", file=sys.stderr)
+        return 2
+    debug = getattr(args, "debug", False)
+    previous = warnings.showwarning
+    if not debug:
+        warnings.showwarning = _one_line_warnings(args.command)
     try:
         return args.func(args)
-    except (CheckpointError, DatasetNotFoundError, IdxFormatError, ValueError) as exc:
-        print(f"spikebridge {args.command}: error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print(f"spikebridge {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        if debug:
+            raise
+        code, message = _describe_failure(exc)
+        print(f"spikebridge {args.command}: error: {message}", file=sys.stderr)
+        return code
+    finally:
+        warnings.showwarning = previous
 
 
 if __name__ == "__main__":

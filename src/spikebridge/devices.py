@@ -51,18 +51,18 @@ def resolve_device(name: str | torch.device | None) -> torch.device:
             device = torch.device(text)
         except (RuntimeError, ValueError) as exc:
             raise DeviceError(
-                f"--device {text!r} is not a torch device; use cpu, cuda or cuda:N "
+                f"{text!r} is not a torch device; use cpu, cuda or cuda:N "
                 f"({_inventory()})"
             ) from exc
     present, count = _available(device.type)
     if not present:
         raise DeviceError(
-            f"--device {device}: this machine has no usable {device.type} device "
+            f"{device}: this machine has no usable {device.type} device "
             f"({_inventory()})"
         )
     if device.index is not None and device.index >= count:
         raise DeviceError(
-            f"--device {device}: index {device.index} is out of range, this machine has "
+            f"{device}: index {device.index} is out of range, this machine has "
             f"{count} {device.type} device(s)"
         )
     return device

@@ -24,6 +24,7 @@ The MNIST-style datasets are read from the four standard IDX files (gzip-compres
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -173,6 +174,19 @@ class ImageDataset:
     def input_size(self) -> tuple[int, int]:
         """Image size ``(H, W)``."""
         return int(self.images.shape[2]), int(self.images.shape[3])
+
+    def fingerprint(self) -> str:
+        """SHA-256 of the images and labels (shapes included): the identity of this exact data.
+
+        A checkpoint records its test set's fingerprint, so evaluating it later on other files
+        under the same dataset name (MNIST's digits handed over as Fashion-MNIST, a different
+        subset) is caught (docs/reliability.md).
+        """
+        digest = hashlib.sha256()
+        digest.update(repr((tuple(self.images.shape), tuple(self.labels.shape))).encode())
+        digest.update(self.images.contiguous().numpy().tobytes())
+        digest.update(self.labels.contiguous().numpy().tobytes())
+        return digest.hexdigest()
 
     def subset(self, n: int | None, seed: int = 0) -> ImageDataset:
         """Return a random subset of ``n`` samples (not stratified), or ``self``.

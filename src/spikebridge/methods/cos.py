@@ -95,6 +95,11 @@ class OffsetSpikeCalibration:
             raise ValueError(f"COS iterations must be an integer >= 0, got {self.iterations!r}")
         if self.variant not in VARIANTS:
             raise ValueError(f"COS variant must be one of {VARIANTS}, got {self.variant!r}")
+        if self.variant == "lightweight" and self.iterations > 1:
+            raise ValueError(
+                f"the lightweight COS variant makes one correction (it starts from v(ρ) of a "
+                f"single pre-simulation), so iterations must be 0 or 1, got {self.iterations}"
+            )
         if self.variant == "shift" and not 0.0 < self.epsilon < 1.0:
             raise ValueError(f"COS epsilon (fraction of θ) must lie in (0, 1), got {self.epsilon}")
 
