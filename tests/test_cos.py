@@ -157,7 +157,7 @@ def test_cos_reduces_offset_spikes_and_iterations_help():
         ratios[k] = report.output_layer["ratio"]
         first = report.layers[list(report.layers)[0]]
         assert first["ratio"] == pytest.approx(1.0, abs=1e-3)  # constant input: exact (§3.5)
-    assert ratios[1] > ratios[0] and ratios[3] >= ratios[1] - 0.01
+    assert ratios[1] > ratios[0] and ratios[3] >= ratios[1]  # more iterations never worse
 
 
 def test_offset_analysis_of_a_batch_larger_than_a_simulation_chunk(monkeypatch):
