@@ -10,11 +10,12 @@ at T are timed on the same images as ANN baselines built from the *same BN-folde
 * ``qcfs_eager``    — the BN-folded network with its QCFS activations, NCHW, at the SNN's batch
                       size: the baseline docs/benchmarks.md used before issue #10 (for continuity).
 
-Each round times every baseline (one pass over the images, repeated ``--passes`` times) and
-then every SNN/COS run, in that order; ratios are ``SNN(T) / (T × baseline pass)`` within a
-round, reported as min / median / max over rounds. The per-step *target* is the fastest
-ReLU baseline (the "physical limit": the SNN step runs the same convolutions on same-shaped
-dense tensors, plus its state update).
+Each round, for each T, times every baseline (one pass over the images, repeated ``--passes``
+times) and right after it the SNN and COS runs at that T; ratios are
+``SNN(T) / (T × baseline pass)`` against the baseline passes timed next to them, reported as
+min / median / max over rounds (fine interleaving keeps ratios usable on a shared machine).
+The per-step *target* is the fastest ReLU baseline (the "physical limit": the SNN step runs
+the same convolutions on same-shaped dense tensors, plus its state update).
 
 fashion_cnn uses the shipped checkpoint on Fashion-MNIST test images; resnet20 and vgg16 use
 randomly initialised QCFS networks (random BN statistics and θ, seed 0) on random 3×32×32
@@ -46,8 +47,8 @@ from spikebridge.models import create_model
 # run stays within a few minutes on 2 cores)
 MODEL_SETUPS = {
     "fashion_cnn": {"images": 500, "batch": 250, "candidates": (50, 250, 500)},
-    "resnet20": {"images": 128, "batch": 64, "candidates": (16, 64, 128)},
-    "vgg16": {"images": 32, "batch": 32, "candidates": (8, 32)},
+    "resnet20": {"images": 64, "batch": 64, "candidates": (16, 64)},
+    "vgg16": {"images": 16, "batch": 16, "candidates": (8, 16)},
 }
 
 
@@ -164,8 +165,11 @@ def run_model(name: str, args: argparse.Namespace) -> dict:
 
     rounds = []
     for r in range(args.rounds):
-        row = {f"{k}_pass_s": seconds(fn, args.passes) for k, fn in baselines.items()}
-        row.update({f"{k}_s": seconds(fn) for k, (_, fn) in runs.items()})
+        row = {}
+        for t in steps:  # baselines re-timed right next to the runs they are compared with
+            row.update({f"{k}_pass_s@T{t}": seconds(fn, args.passes)
+                        for k, fn in baselines.items()})
+            row.update({f"{k}_s": seconds(fn) for k, (tk, fn) in runs.items() if tk == t})
         rounds.append(row)
         print(f"[{name}] round {r + 1}/{args.rounds} (load {os.getloadavg()[0]:.2f}): "
               + ", ".join(f"{k}={v:.3f}" for k, v in row.items()), flush=True)
@@ -173,10 +177,10 @@ def run_model(name: str, args: argparse.Namespace) -> dict:
     ratios = {}
     for k, (t, _) in runs.items():
         for base in baselines:
-            values = [row[f"{k}_s"] / (t * row[f"{base}_pass_s"]) for row in rounds]
+            values = [row[f"{k}_s"] / (t * row[f"{base}_pass_s@T{t}"]) for row in rounds]
             ratios[f"{k}/{base}"] = {"min": min(values), "median": statistics.median(values),
                                      "max": max(values)}
-        fastest = [row[f"{k}_s"] / (t * min(row[f"{b}_pass_s"] for b in baselines
+        fastest = [row[f"{k}_s"] / (t * min(row[f"{b}_pass_s@T{t}"] for b in baselines
                                             if b != "qcfs_eager")) for row in rounds]
         ratios[f"{k}/fastest_relu"] = {"min": min(fastest), "median": statistics.median(fastest),
                                        "max": max(fastest)}
