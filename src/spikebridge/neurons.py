@@ -24,12 +24,15 @@ from typing import Protocol
 import torch
 from torch import nn
 
+from .if_kernel import fused_if_step_
+
 __all__ = [
     "IFNeuron",
     "IFTrace",
     "InitialPotentialCalibration",
     "if_step_",
     "integrate_and_fire",
+    "reference_if_step_",
     "sequence_mode",
 ]
 
@@ -70,13 +73,31 @@ def if_step_(
     (subtract) or to 0 (zero).
 
     Step mode and sequence mode both call this, which is what makes them bit-identical. The
-    unsigned soft-reset path is four in-place kernels; the spike is written straight into
-    ``x_out`` in ``v``'s dtype (a bool mask plus a conversion would cost two more passes).
+    unsigned soft-reset update runs as one fused pass (:mod:`spikebridge.if_kernel`, bit-identical
+    to :func:`reference_if_step_`, tested) where it applies; everything else runs the reference.
+    """
+    if negative is None and reset == "subtract" and fused_if_step_(
+        v, current, threshold, x_out, value_of(threshold, amplitude), extra
+    ):
+        return
+    reference_if_step_(v, current, threshold, x_out, reset, amplitude=amplitude, extra=extra,
+                       negative=negative)
+
+
+def reference_if_step_(
+    v: torch.Tensor, current: torch.Tensor, threshold: float, x_out: torch.Tensor,
+    reset: str = "subtract", *, amplitude: float | None = None, extra: float = 0.0,
+    negative: tuple[float, float] | None = None,
+) -> None:
+    """The eager reference of :func:`if_step_` (same arguments, same equations, §2.1–2.2, §6.2).
+
+    The unsigned soft-reset path is four in-place ATen kernels; the spike is written straight
+    into ``x_out`` in ``v``'s dtype (a bool mask plus a conversion would cost two more passes).
     """
     v.add_(current)  # m(t) = v(t-1) + c(t)
     if extra:
         v.add_(extra)  # + η θ / T (TRE)
-    value = threshold if amplitude is None else amplitude
+    value = value_of(threshold, amplitude)
     if negative is not None:
         _signed_fire_(v, threshold, value, negative, x_out, reset)
         return
@@ -362,6 +383,8 @@ class IFNeuron(nn.Module):
             v0 = self.calibration.initial_potential(
                 currents, theta, v0, constant=constant, reset=self.reset
             )
+            if v0.stride() != like.stride():  # keep the currents' layout (channels_last)
+                v0 = torch.empty_like(like).copy_(v0)
         trace = integrate_and_fire(
             currents, theta, v0, steps, constant=constant, reset=self.reset,
             **self._fire_kwargs(),

@@ -1,0 +1,129 @@
+"""The fused IF kernel gives the eager reference's bits (docs/methods.md §2.1)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import spikebridge as sb
+from spikebridge import if_kernel, neurons
+from spikebridge.if_kernel import fused_if_step_, kernel_available
+from spikebridge.neurons import IFNeuron, reference_if_step_
+
+needs_kernel = pytest.mark.skipif(not kernel_available(),
+                                  reason=f"fused kernel unavailable: {if_kernel.kernel_status()}")
+
+
+def _bits(t: torch.Tensor) -> torch.Tensor:
+    """The raw bit patterns (so that -0.0 and +0.0, or two NaNs, are told apart)."""
+    return t.view(torch.int32 if t.dtype == torch.float32 else torch.int64)
+
+
+def _inputs(seed: int, shape, dtype, theta: float, channels_last: bool):
+    """Random potentials and currents, with many sums landing exactly on θ (and next to it)."""
+    g = torch.Generator().manual_seed(seed)
+    theta_t = torch.tensor(theta, dtype=dtype)  # θ as the kernel and ATen see it
+    v = (torch.rand(shape, generator=g, dtype=dtype) * 3 - 1) * theta_t
+    c = torch.randn(shape, generator=g, dtype=dtype) * theta_t
+    pick = torch.randint(0, 6, shape, generator=g)
+    half = theta_t / 2  # exact: v = θ/2, c = θ/2 gives m = θ exactly
+    v = torch.where(pick == 0, half, v)
+    c = torch.where(pick == 0, half, c)
+    v = torch.where(pick == 1, torch.zeros((), dtype=dtype), v)  # m = 0 + θ = θ
+    c = torch.where(pick == 1, theta_t, c)
+    below = torch.nextafter(theta_t, torch.tensor(-float("inf"), dtype=dtype))
+    c = torch.where(pick == 2, below, c)  # m = 0 + (θ - ulp): silent
+    v = torch.where(pick == 2, torch.zeros((), dtype=dtype), v)
+    v = torch.where(pick == 3, -torch.zeros((), dtype=dtype), v)  # signed zeros
+    c = torch.where(pick == 3, -torch.zeros((), dtype=dtype), c)
+    if channels_last:
+        v, c = (t.contiguous(memory_format=torch.channels_last) for t in (v, c))
+    return v, c
+
+
+@needs_kernel
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    theta=st.floats(1e-3, 1e3, allow_nan=False, allow_infinity=False),
+    amplitude=st.sampled_from([None, 1.0, 0.37]),
+    extra=st.sampled_from([0.0, 0.013, 1e-8]),
+    dtype=st.sampled_from([torch.float32, torch.float64]),
+    channels_last=st.booleans(),
+    steps=st.integers(1, 5),
+    batch=st.integers(1, 9),
+)
+def test_fused_step_is_bit_identical_to_the_eager_reference(
+    seed, theta, amplitude, extra, dtype, channels_last, steps, batch
+):
+    shape = (batch, 3, 5, 7)
+    v_ref, c = _inputs(seed, shape, dtype, theta, channels_last)
+    v_fused = v_ref.clone()
+    value = theta if amplitude is None else amplitude
+    for t in range(steps):
+        current = c if t == 0 else c.roll(t, dims=0)
+        current = current.contiguous(memory_format=torch.channels_last) if channels_last \
+            else current.contiguous()
+        x_ref, x_fused = torch.empty_like(v_ref), torch.empty_like(v_ref)
+        reference_if_step_(v_ref, current, theta, x_ref, amplitude=amplitude, extra=extra)
+        assert fused_if_step_(v_fused, current, theta, x_fused, value, extra)
+        assert torch.equal(_bits(x_fused), _bits(x_ref))
+        assert torch.equal(_bits(v_fused), _bits(v_ref))
+
+
+@needs_kernel
+def test_a_large_tensor_takes_the_parallel_loop_and_keeps_the_bits():
+    v_ref, c = _inputs(7, (64, 32, 14, 14), torch.float32, 0.8125, True)  # > 16384 elements
+    v_fused, x_ref, x_fused = v_ref.clone(), torch.empty_like(c), torch.empty_like(c)
+    reference_if_step_(v_ref, c, 0.8125, x_ref)
+    assert fused_if_step_(v_fused, c, 0.8125, x_fused, 0.8125)
+    assert torch.equal(_bits(v_fused), _bits(v_ref)) and torch.equal(_bits(x_fused), _bits(x_ref))
+    assert 0 < int((x_ref > 0).sum()) < x_ref.numel()
+
+
+def test_inapplicable_layouts_and_dtypes_are_left_to_the_eager_path():
+    v = torch.zeros(2, 3, 4, 4)
+    c = torch.ones(2, 3, 4, 4)
+    x = torch.empty_like(v)
+    assert not fused_if_step_(v, c.contiguous(memory_format=torch.channels_last), 1.0, x, 1.0)
+    assert not fused_if_step_(v, c.transpose(2, 3), 1.0, x, 1.0)
+    assert not fused_if_step_(v.half(), c.half(), 1.0, x.half(), 1.0)
+    assert not fused_if_step_(v[:, :, ::2], c[:, :, ::2], 1.0, x[:, :, ::2], 1.0)
+    assert torch.equal(v, torch.zeros(2, 3, 4, 4))  # nothing was touched
+    # if_step_ still computes the right thing through the reference
+    neurons.if_step_(v, c.transpose(2, 3), 1.0, x)
+    assert torch.equal(x, torch.ones_like(x)) and torch.equal(v, torch.zeros_like(v))
+
+
+@needs_kernel
+def test_step_mode_neurons_run_the_fused_kernel(monkeypatch):
+    calls = []
+
+    def counting(*args, **kwargs):
+        applied = fused_if_step_(*args, **kwargs)
+        calls.append(applied)
+        return applied
+
+    monkeypatch.setattr(neurons, "fused_if_step_", counting)
+    neuron = IFNeuron(1.0)
+    neuron(torch.rand(4, 8, 6, 6).contiguous(memory_format=torch.channels_last))
+    assert calls == [True]
+
+
+def test_disabled_kernel_falls_back_with_the_same_result(monkeypatch):
+    """SPIKEBRIDGE_IF_KERNEL=0 (or no compiler): the eager reference, same simulation."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), sb.activations.QCFS(4, 1.0),
+                                torch.nn.Flatten(), torch.nn.Linear(4 * 6 * 6, 3)).eval()
+    snn = sb.convert(model)
+    x = torch.randn(5, 1, 8, 8)
+    fused = sb.simulate(snn, x, 6)
+    monkeypatch.setattr(neurons, "fused_if_step_", lambda *a, **k: False)
+    assert torch.equal(sb.simulate(snn, x, 6), fused)
+    monkeypatch.setenv("SPIKEBRIDGE_IF_KERNEL", "0")
+    monkeypatch.setattr(if_kernel, "_status", "not built yet")
+    monkeypatch.setattr(if_kernel, "_library", None)
+    assert not if_kernel.kernel_available()
+    assert "disabled" in if_kernel.kernel_status()
