@@ -447,6 +447,7 @@ def _load(args: argparse.Namespace, model_dir: Path | None = None):
     """(ANN, config, test loader, model label) for a checkpoint and --data-dir / --limit."""
     from .checkpoint import load_checkpoint
     from .data.pipeline import evaluation_loader
+    from .input_checks import check_test_set
     from .shipped import SHIPPED_MODEL_DIR
 
     if model_dir is None:
@@ -464,7 +465,7 @@ def _load(args: argparse.Namespace, model_dir: Path | None = None):
                          "is no test set to evaluate it on; add it (e.g. \"dataset\": "
                          "\"fashion-mnist\") and re-sign the checkpoint")
     full = _open_split(args, config, "test")
-    _check_data_fits(full, config, model_dir, ignore=getattr(args, "ignore_data_mismatch", False))
+    check_test_set(full, config, model_dir, ignore=getattr(args, "ignore_data_mismatch", False))
     test = full.subset(args.limit, seed=0)
     label = f"{config['architecture']} ({Path(model_dir).name})"
     loader = evaluation_loader(test, args.batch_size, workers=getattr(args, "workers", 0))
@@ -480,30 +481,6 @@ def _open_split(args: argparse.Namespace, config: dict, split: str):
     return open_dataset(config["dataset"], split, args.data_dir, augment=False,
                         input_size=config.get("input_size"), mean=norm.get("mean"),
                         std=norm.get("std"))
-
-
-def _check_data_fits(test, config: dict, model_dir: Path, *, ignore: bool) -> None:
-    """The test set is the data the checkpoint was made for: class count, image shape (always
-    errors) and, when the checkpoint records one, the fingerprint of its test set (an error
-    unless ``ignore``; --ignore-data-mismatch)."""
-    expected = (config["in_channels"], *config.get("input_size", test.input_size))
-    found = (test.in_channels, *test.input_size)
-    if tuple(expected) != found or test.num_classes != config["num_classes"]:
-        raise ValueError(
-            f"{model_dir} was trained on {config['dataset']} images of shape "
-            f"{list(expected)} with {config['num_classes']} classes, but the {test.name} files "
-            f"found hold images of shape {list(found)} with {test.num_classes} classes; check "
-            "--data-dir"
-        )
-    recorded = config.get("test_fingerprint")
-    fingerprint = getattr(test, "fingerprint", None)  # streamed sets have none
-    if recorded and not ignore and fingerprint is not None and fingerprint() != recorded:
-        raise ValueError(
-            f"the {test.name} test files found are not the ones {model_dir} was evaluated on "
-            f"when it was trained (their SHA-256 fingerprint differs: other images or labels "
-            f"under the same name, e.g. MNIST's files given as Fashion-MNIST); check --data-dir, "
-            f"or pass --ignore-data-mismatch if this is a deliberate other copy or subset"
-        )
 
 
 def _calibration_data(args: argparse.Namespace, config: dict):
@@ -817,28 +794,35 @@ def _add_reproduce(sub: argparse._SubParsersAction) -> None:
                    help="directory with the dataset's files")
     p.add_argument("--T", type=_int_list, default=None,
                    help="comma-separated time-steps (default: the recipe's, 1,2,4,8,16,32)")
-    p.add_argument("--limit", type=int, default=None,
+    p.add_argument("--limit", type=_positive_int, default=None,
                    help="evaluate on a fixed random subset of N test images (default: all)")
-    p.add_argument("--batch-size", type=int, default=250)
+    p.add_argument("--batch-size", type=_positive_int, default=250)
     p.add_argument("--mode", choices=("auto", "step", "layer", "hybrid"), default="auto",
                    help="simulation execution style (results are identical)")
     p.add_argument("--allow-unverified", action="store_true",
                    help="load a checkpoint without (or failing) the SHA-256 manifest check")
+    p.add_argument("--ignore-data-mismatch", action="store_true",
+                   help="evaluate even if the test images differ from those the checkpoint "
+                   "was evaluated on when it was trained (its recorded test_fingerprint)")
     p.add_argument("--json", type=Path, default=None, help="write the record here")
     _add_common(p)
     p.set_defaults(func=_cmd_reproduce)
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
+    from .checkpoint import check_output_file
     from .recipes import load_recipe
     from .reporting import write_json
     from .reproduce import format_reproduction, reproduce
 
     recipe = load_recipe(args.recipe)
+    if args.json is not None:
+        check_output_file(args.json)
     record = reproduce(recipe, args.model, steps=args.T, data_dir=args.data_dir,
                        limit=args.limit, batch_size=args.batch_size, device=args.device,
                        mode=args.mode, progress=not args.quiet,
-                       allow_unverified=args.allow_unverified or None)
+                       allow_unverified=args.allow_unverified or None,
+                       ignore_data_mismatch=args.ignore_data_mismatch)
     print(format_reproduction(record))
     if args.json:
         write_json(args.json, record)

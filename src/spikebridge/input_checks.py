@@ -14,10 +14,12 @@ from torch import nn
 
 __all__ = [
     "NONFINITE_POLICIES",
+    "DataMismatchError",
     "InputError",
     "NonFiniteInputError",
     "check_input",
     "check_nonfinite_policy",
+    "check_test_set",
     "infer_input_channels",
 ]
 
@@ -31,6 +33,40 @@ class InputError(ValueError):
 
 class NonFiniteInputError(InputError):
     """Input samples contain NaN or ±inf."""
+
+
+class DataMismatchError(InputError):
+    """A test set that is not the data a checkpoint was made for."""
+
+
+def check_test_set(test: object, config: dict, source: object, *, ignore: bool = False) -> None:
+    """Refuse a test set that is not the data the checkpoint (``config``, from ``source``) was
+    made for: another image shape (C, H, W) or class count always; other images or labels
+    under the same dataset name — the SHA-256 ``fingerprint()`` differs from the config's
+    ``test_fingerprint``, recorded at training time — unless ``ignore``. Streamed datasets
+    have no fingerprint; checkpoints written before fingerprints skip that check.
+
+    Raises:
+        DataMismatchError: naming both shapes / class counts, or the fingerprint mismatch.
+    """
+    expected = (config["in_channels"], *config.get("input_size", test.input_size))
+    found = (test.in_channels, *test.input_size)
+    if tuple(expected) != found or test.num_classes != config["num_classes"]:
+        raise DataMismatchError(
+            f"{source} was trained on {config['dataset']} images of shape "
+            f"{list(expected)} with {config['num_classes']} classes, but the {test.name} files "
+            f"found hold images of shape {list(found)} with {test.num_classes} classes; check "
+            "--data-dir"
+        )
+    recorded = config.get("test_fingerprint")
+    fingerprint = getattr(test, "fingerprint", None)
+    if recorded and not ignore and fingerprint is not None and fingerprint() != recorded:
+        raise DataMismatchError(
+            f"the {test.name} test files found are not the ones {source} was evaluated on "
+            "when it was trained (their SHA-256 fingerprint differs: other images or labels "
+            "under the same name, e.g. MNIST's files given as Fashion-MNIST); check --data-dir, "
+            "or pass --ignore-data-mismatch if this is a deliberate other copy or subset"
+        )
 
 
 def check_nonfinite_policy(policy: str) -> str:

@@ -62,6 +62,7 @@ def reproduce(
     mode: str = "auto",
     progress: bool = False,
     allow_unverified: bool | None = None,
+    ignore_data_mismatch: bool = False,
 ) -> dict[str, Any]:
     """Convert the model in ``model_dir`` with ``qcfs`` and with ``cos`` (ρ from the recipe),
     evaluate both on the test set (or a fixed random subset of ``limit`` images) at every T in
@@ -69,11 +70,14 @@ def reproduce(
 
     Raises:
         ModelMismatchError: the model is not the recipe's (:func:`check_model`).
+        DataMismatchError: the test files are not the model's (shape, classes, fingerprint;
+            ``ignore_data_mismatch`` waives the fingerprint).
         ValueError: bad ``steps`` or ``limit``.
     """
     from spikebridge.checkpoint import load_checkpoint
     from spikebridge.convert import convert
     from spikebridge.data.pipeline import evaluation_loader, open_dataset
+    from spikebridge.input_checks import check_test_set
     from spikebridge.simulate import evaluate
 
     steps = list(recipe.steps if steps is None else steps)
@@ -83,7 +87,9 @@ def reproduce(
         raise ValueError(f"--limit must be >= 1, got {limit}")
     ann, config = load_checkpoint(model_dir, device=device, allow_unverified=allow_unverified)
     check_model(recipe, config, model_dir)
-    test = open_dataset(config["dataset"], "test", data_dir).subset(limit, seed=0)
+    full = open_dataset(config["dataset"], "test", data_dir)
+    check_test_set(full, config, model_dir, ignore=ignore_data_mismatch)
+    test = full.subset(limit, seed=0)
     loader = evaluation_loader(test, batch_size)
     record: dict[str, Any] = {
         "recipe": recipe.name, "title": recipe.title, "source": recipe.source,
