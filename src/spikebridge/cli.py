@@ -37,33 +37,26 @@ def _method_names() -> list[str]:
     return list_methods()
 
 
-def _int_list(text: str) -> list[int]:
-    """Comma-separated positive integers (``--T 1,2,4``)."""
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers, got {text!r}"
-        ) from exc
-    if not values:
-        raise argparse.ArgumentTypeError("expected at least one integer")
-    if min(values) < 1:
-        raise argparse.ArgumentTypeError(f"every value must be >= 1, got {min(values)}")
-    return values
+def _integers_at_least(minimum: int):
+    """An argparse type: comma-separated integers, each >= ``minimum`` (``--T 1,2,4``)."""
+    def parse(text: str) -> list[int]:
+        try:
+            values = [int(v) for v in text.split(",") if v.strip()]
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(
+                f"expected comma-separated integers, got {text!r}") from exc
+        if not values:
+            raise argparse.ArgumentTypeError("expected at least one integer")
+        if min(values) < minimum:
+            raise argparse.ArgumentTypeError(
+                f"every value must be >= {minimum}, got {min(values)}")
+        return values
+
+    return parse
 
 
-def _count_list(text: str) -> list[int]:
-    """Comma-separated integers >= 0 (``--iterations 0,1,2``)."""
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}"
-                                         ) from exc
-    if not values:
-        raise argparse.ArgumentTypeError("expected at least one integer")
-    if min(values) < 0:
-        raise argparse.ArgumentTypeError(f"every value must be >= 0, got {min(values)}")
-    return values
+_int_list = _integers_at_least(1)  # time-steps T
+_count_list = _integers_at_least(0)  # COS iteration counts
 
 
 class _Parser(argparse.ArgumentParser):
