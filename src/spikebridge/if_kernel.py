@@ -202,6 +202,11 @@ def fused_if_step_(
     if _load() is None:
         return False
     fn, real = _FUNCTIONS[v.dtype]
-    fn(v.data_ptr(), current.data_ptr(), x_out.data_ptr(), v.numel(), real(threshold),
-       real(value), real(extra), 1 if extra else 0, torch.get_num_threads())
+    arguments = (v.data_ptr(), current.data_ptr(), x_out.data_ptr(), v.numel(), real(threshold),
+                 real(value), real(extra), 1 if extra else 0, torch.get_num_threads())
+    if torch.autograd.profiler._is_profiler_enabled:  # visible to torch.profiler as one op
+        with torch.profiler.record_function("spikebridge::fused_if_step"):
+            fn(*arguments)
+    else:
+        fn(*arguments)
     return True
