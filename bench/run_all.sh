@@ -11,8 +11,14 @@ mkdir -p "$R"
 $SB compare --methods qcfs,cos --rho 4 --T 1,2,4,8,16,32 --out "$R/shipped_compare" --quiet
 # 2. Offset spikes / Ratio / MSE with 0, 1, 2, 4 iterations (T = L = 4), 2000 test images.
 $SB analyse --limit 2000 --iterations 0,1,2,4 --out "$R/shipped_analyse" --quiet
-# 3. Simulation cost vs 32 × BN-folded ANN forward; COS calibration cost.
-$PY bench/simulation_cost.py --T 32 --out "$R/simulation_cost.json"
+# 3. Simulation cost vs T × the strongest ANN forwards (docs/benchmarks.md §4), the scaling
+#    curves, SpikingJelly side by side (only if installed: bench/requirements-spikingjelly.txt);
+#    COS calibration cost.
+$PY bench/simulation_cost.py --label after --out-dir "$R/simulation_cost"
+$PY bench/scaling.py --out "$R/scaling.json" --plot docs/scaling.png
+if $PY -c "import spikingjelly" 2>/dev/null; then
+  $PY bench/spikingjelly_side_by_side.py --out "$R/spikingjelly_side_by_side.json"
+fi
 $PY bench/cos_cost.py --out "$R/cos_cost.json"
 # 4. A model "of the kind" in the COS issue: 4-conv, L = 4, 3 epochs; and L / length variants.
 for spec in "L4_3ep qcfs:L=4,theta=2 3" "L8_3ep qcfs:L=8,theta=2 3" "L2_3ep qcfs:L=2,theta=2 3"; do
