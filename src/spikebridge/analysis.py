@@ -180,8 +180,11 @@ def analyse_offsets(
     """Accumulate ψ statistics of every IF layer of ``snn`` over ``batches`` at ``T = steps``."""
     layers: dict[str, LayerOffsets] = {name: LayerOffsets() for name in snn.neurons()}
     correct = n = 0
+    device = next((p.device for p in ann.parameters()), torch.device("cpu"))
+    snn.to(device)
     total = len(batches) if hasattr(batches, "__len__") else None
     for x, y in tqdm(batches, total=total, desc=description, disable=not progress, leave=False):
+        x, y = x.to(device), y.to(device)  # batches come from the CPU; the ANN may be on a GPU
         offsets, outputs = offset_spikes(ann, snn, x, steps)
         for name, psi in offsets.items():
             layers[name].add(psi)

@@ -916,6 +916,31 @@ class OperationCounter:
             )
         self._checked.add(name)
 
+    def sum_over_processes(self) -> None:
+        """Replace every count by its sum over the processes of a multi-process run (each
+        counted its own share of the images), so :meth:`report` covers the whole set. Call it
+        in every process after the last batch; it does nothing in a single process."""
+        from . import distributed
+
+        if distributed.world_size() == 1:
+            return
+        for key in sorted(self._runs):
+            run = self._runs[key]
+            groups = (run.neurons, run.ann_macs_into, run.ann_by_kind)
+            scalars = [run.samples, run.ann_macs, run.prefix_macs, run.analog_macs_per_step,
+                       run.bias_per_step] + [g[k] for g in groups for k in sorted(g)]
+            summed = distributed.all_reduce_sum(torch.tensor(scalars, dtype=torch.float64))
+            values = summed.tolist()
+            (samples, run.ann_macs, run.prefix_macs, run.analog_macs_per_step,
+             run.bias_per_step), rest = values[:5], iter(values[5:])
+            run.samples = int(samples)
+            for group in groups:
+                for name in sorted(group):
+                    group[name] = next(rest)
+            for store in (run.events, run.negative, run.sops):
+                for name in sorted(store):
+                    store[name] = distributed.all_reduce_sum(store[name])
+
     # results -------------------------------------------------------------------------------
     def report(self, steps: Sequence[int] | int, per_horizon: bool | None = None
                ) -> OperationReport:

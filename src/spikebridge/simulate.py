@@ -28,6 +28,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from . import distributed
+from .devices import resolve_device
 from .energy import OperationCounter, record_operations
 from .input_checks import check_input, check_nonfinite_policy, infer_input_channels
 from .network import SpikingNetwork
@@ -235,13 +237,18 @@ def evaluate(
     ``energy`` model (a :class:`spikebridge.energy.EnergyModel`; default 45 nm).
     ``nonfinite``: ``"error"`` (default) refuses batches holding NaN/±inf; ``"propagate"``
     counts such samples as wrong for the SNN and the ANN alike (see :func:`simulate`).
+
+    In a multi-process run (:mod:`spikebridge.distributed`) ``batches`` is this process's share
+    (:func:`spikebridge.data.pipeline.evaluation_loader`): the counts — correct per T, samples,
+    operations — are summed over all processes, so every process returns the result for the
+    whole set, exactly the one-process accuracies.
     """
     check_nonfinite_policy(nonfinite)
     step_list = [steps] if isinstance(steps, int) else list(steps)
     if not step_list:
         raise ValueError("give at least one number of time-steps T")
     horizon = max(check_steps(t) for t in step_list)
-    device = torch.device(device) if device is not None else next(
+    device = resolve_device(device) if device is not None else next(
         (p.device for p in snn.parameters()), torch.device("cpu")
     )
     snn.to(device).eval()
@@ -274,8 +281,19 @@ def evaluate(
                 ann_correct += int(correct_over_time(ann(x).unsqueeze(0), y)[0])
             ann_seconds += time.perf_counter() - start
         n += int(y.shape[0])
+    # every process's counts, summed exactly (integers); the slowest process's times
+    idle = int(n == 0)
+    totals = distributed.all_reduce_sum(torch.cat([correct, torch.tensor([ann_correct, n, idle])]))
+    correct, (ann_correct, n, idle) = totals[:horizon], totals[horizon:].tolist()
+    snn_seconds, ann_seconds = distributed.all_reduce_max(
+        torch.tensor([snn_seconds, ann_seconds], dtype=torch.float64)).tolist()
     if n == 0:
         raise ValueError("evaluate() got no samples")
+    if counter is not None and idle:
+        raise ValueError(f"{idle} process(es) had no images to evaluate; operation counting "
+                         "needs images in every process (use fewer processes)")
+    if counter is not None:
+        counter.sum_over_processes()
     reported = sorted(set(step_list)) if per_horizon else range(1, horizon + 1)
     accuracy = {t: float(correct[t - 1]) / n for t in reported}
     operations = None if counter is None else counter.report(step_list, per_horizon=per_horizon)

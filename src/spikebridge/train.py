@@ -312,8 +312,10 @@ def _train(
         loader.set_epoch(epoch)
         torch.manual_seed(cfg.seed * 1000 + epoch)
         started, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress,
-                   leave=False)
+        # iter() once, here: it starts epoch `epoch` (tqdm.auto would call iter() a second
+        # time on a loader, silently moving to the next epoch's order)
+        bar = tqdm(iter(loader), total=len(loader), desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                   disable=not progress, leave=False)
         for x, y in bar:
             x = x.to(device, non_blocking=True).contiguous(memory_format=memory_format)
             y = y.to(device, non_blocking=True)

@@ -105,8 +105,9 @@ class RankShare:
         self.loader.set_epoch(epoch)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for x, y in self.loader:
-            yield x[self.rank :: self.world_size], y[self.rank :: self.world_size]
+        batches = iter(self.loader)  # now, as the loader's own iter(): it starts the epoch
+        share = slice(self.rank, None, self.world_size)
+        return ((x[share], y[share]) for x, y in batches)
 
 
 def training_loader(
