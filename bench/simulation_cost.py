@@ -46,9 +46,9 @@ from spikebridge.models import create_model
 # images, SNN batch size, baseline batch-size candidates per model (sized so that one model's
 # run stays within a few minutes on 2 cores)
 MODEL_SETUPS = {
-    "fashion_cnn": {"images": 500, "batch": 250, "candidates": (50, 250, 500)},
-    "resnet20": {"images": 64, "batch": 64, "candidates": (16, 64)},
-    "vgg16": {"images": 16, "batch": 16, "candidates": (8, 16)},
+    "fashion_cnn": {"images": 250, "batch": 250, "candidates": (50, 125, 250)},
+    "resnet20": {"images": 32, "batch": 32, "candidates": (8, 32)},
+    "vgg16": {"images": 8, "batch": 8, "candidates": (4, 8)},
 }
 
 
@@ -203,7 +203,7 @@ def main() -> None:
     parser.add_argument("--models", default="fashion_cnn,resnet20,vgg16")
     parser.add_argument("--T", default="4,8,32")
     parser.add_argument("--rho", type=int, default=4)
-    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--passes", type=int, default=2, help="baseline passes per round")
     parser.add_argument("--images", type=int, default=None, help="override the model's default")
     parser.add_argument("--batch-size", type=int, default=None, help="SNN batch size override")
