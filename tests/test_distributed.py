@@ -31,7 +31,12 @@ from spikebridge.checkpoint import CheckpointError, CheckpointWriter, load_check
 from spikebridge.cli import main
 from spikebridge.convert import convert
 from spikebridge.data import load_dataset
-from spikebridge.data.imagefolder import SeededSampler, _SeededDistributedSampler
+from spikebridge.data.imagefolder import (
+    SeededSampler,
+    _SeededDistributedSampler,
+    load_streaming_dataset,
+    make_loader,
+)
 from spikebridge.data.loader import BatchLoader
 from spikebridge.data.pipeline import RankShare, evaluation_loader, training_loader
 from spikebridge.models import create_model, list_models, register_model
@@ -351,6 +356,71 @@ def test_streamed_shares_hold_the_one_process_batches():
             assert together == sorted(order[k * 15:(k + 1) * 15])
         covered = {i for s in shares for i, _ in s}
         assert len(covered) == (102 if drop_last else 103)
+
+
+# --------------------------------------------------------------------------------------------
+# streamed data (image folders, ImageNet's layout) through train and evaluate
+
+STREAMED_MODEL = "ddp_test_streamed"
+
+
+class _Streamed(nn.Module):
+    """224×224 RGB → one stride-4 conv, QCFS, average over the 56×56 map, linear."""
+
+    def __init__(self, num_classes: int, in_channels: int, activation) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(in_channels, 4, 4, stride=4), activation(),
+                                  nn.AvgPool2d(56), nn.Flatten(), nn.Linear(4, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+if STREAMED_MODEL not in list_models():
+    register_model(STREAMED_MODEL)(_Streamed)
+
+
+def _image_tree(root: Path) -> Path:
+    """train/ and val/ with a red and a blue class of small JPEGs."""
+    from PIL import Image
+
+    generator = torch.Generator().manual_seed(0)
+    for split, count in (("train", 8), ("val", 3)):
+        for name, colour in (("blue", (20, 30, 200)), ("red", (200, 30, 20))):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i in range(count):
+                noise = torch.randint(-20, 21, (3,), generator=generator).tolist()
+                pixel = tuple(max(0, min(255, c + d)) for c, d in zip(colour, noise, strict=True))
+                Image.new("RGB", (40 + i, 30), pixel).save(folder / f"{i}.jpg", quality=90)
+    return root
+
+
+def test_streamed_dataset_trains_and_evaluates(tmp_path, capsys, as_rank):
+    data = _image_tree(tmp_path / "images")
+    cfg = TrainConfig(architecture=STREAMED_MODEL, dataset="imagefolder", epochs=1,
+                      batch_size=4, lr=0.05)
+    config = train(cfg, tmp_path / "m", data_dir=data, progress=False, log=lambda _m: None)
+    assert config["dataset"] == "imagefolder" and config["classes"] == ["blue", "red"]
+    assert config["input_size"] == [224, 224] and config["history"][0]["train_loss"] > 0
+    assert main(["evaluate", "--model", str(tmp_path / "m"), "--data-dir", str(data),
+                 "--T", "1,2", "--batch-size", "2", "--workers", "1", "--quiet", "--no-energy",
+                 "--json", str(tmp_path / "e.json")]) == 0
+    record = json.loads((tmp_path / "e.json").read_text())
+    assert record["n_samples"] == 6  # val/ streamed, decoded image by image
+    assert record["ann_accuracy"] == config["test_accuracy"]
+    with pytest.raises(ValueError, match="--workers 2: digits is held in memory"):
+        training_loader(load_dataset("digits", "test"), 8, workers=2)
+    # two processes' shares of the streamed test set: the one-process batches, each once
+    val = load_streaming_dataset("imagefolder", "val", data, image_size=32)
+    single = list(make_loader(val, 2))
+    shares = []
+    for rank in (0, 1):
+        as_rank(rank, 2)
+        shares += list(evaluation_loader(val, 2, workers=1))
+    assert len(shares) == len(single) == 3
+    for (x, y), (x1, y1) in zip(shares, single, strict=True):
+        assert torch.equal(x, x1) and torch.equal(y, y1)
 
 
 # --------------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ single process, so callers need no ``if distributed`` branches. Only rank 0 writ
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import pickle
 import tempfile
@@ -261,6 +262,11 @@ def launch(nproc: int, fn: Callable[..., T], *args: Any, threads: int | None = N
                "WORLD_SIZE": str(nproc), "LOCAL_WORLD_SIZE": str(nproc),
                # the processes connect to the store above instead of rank 0 hosting one
                "TORCHELASTIC_USE_AGENT_STORE": "True"}
+        # torch logs a warning per process it stops after one failed; the failure itself is
+        # what the caller needs, and it is raised below
+        spawn_log = logging.getLogger("torch.multiprocessing.spawn")
+        level = spawn_log.level
+        spawn_log.setLevel(logging.ERROR)
         try:
             mp.start_processes(_run_rank, args=(fn, args, env, threads, results), nprocs=nproc,
                                join=True, start_method="spawn")
@@ -268,6 +274,8 @@ def launch(nproc: int, fn: Callable[..., T], *args: Any, threads: int | None = N
             _raise_first_failure(Path(results), nproc, exc)
         except mp.ProcessRaisedException as exc:  # pragma: no cover - _run_rank catches all
             raise DistributedError(str(exc)) from exc
+        finally:
+            spawn_log.setLevel(level)
         outcome = _read_outcome(Path(results), 0)
     del store
     if outcome is None:  # pragma: no cover - rank 0 always reports when it exits with 0
