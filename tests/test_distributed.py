@@ -79,7 +79,7 @@ def _config(**changes) -> TrainConfig:
     return TrainConfig(**{**settings, **changes})
 
 
-def _train_in_process_group(cfg: TrainConfig, out: str, reports: str) -> None:
+def _train_in_process_group(cfg: TrainConfig, out: str, reports: str, options: dict) -> None:
     """One rank of a DDP run; records which CheckpointWriter calls this rank made."""
     calls: list[str] = []
 
@@ -94,8 +94,10 @@ def _train_in_process_group(cfg: TrainConfig, out: str, reports: str) -> None:
 
     train_module.CheckpointWriter = Recording
     with distributed.process_group("cpu"):
-        train(cfg, out, progress=False, log=lambda _message: None)
-        Path(reports, f"rank{distributed.rank()}.json").write_text(json.dumps(calls))
+        train(cfg, out, progress=False, log=lambda _message: None, **options)
+        report = Path(reports, f"rank{distributed.rank()}.json")
+        earlier = json.loads(report.read_text()) if report.exists() else []
+        report.write_text(json.dumps(earlier + calls))
 
 
 def _weights(directory: Path) -> dict[str, torch.Tensor]:
@@ -104,6 +106,7 @@ def _weights(directory: Path) -> dict[str, torch.Tensor]:
 
 
 def test_ddp_training_equals_one_process_and_only_rank_0_writes(tmp_path):
+    """2 epochs in one process vs 1 epoch in 2 processes, then --resume for the second."""
     cfg = _config()
     torch.manual_seed(cfg.seed)
     initial = create_model(NO_BN_MODEL, num_classes=10, in_channels=1,
@@ -111,7 +114,9 @@ def test_ddp_training_equals_one_process_and_only_rank_0_writes(tmp_path):
     train(cfg, tmp_path / "one", progress=False, log=lambda _message: None)
     reports = tmp_path / "reports"
     reports.mkdir()
-    distributed.launch(2, _train_in_process_group, cfg, str(tmp_path / "two"), str(reports))
+    for options in ({"stop_after_epoch": 1}, {"resume": True}):
+        distributed.launch(2, _train_in_process_group, cfg, str(tmp_path / "two"), str(reports),
+                           options)
 
     one, one_config = _weights(tmp_path / "one")
     two, two_config = _weights(tmp_path / "two")
@@ -129,9 +134,9 @@ def test_ddp_training_equals_one_process_and_only_rank_0_writes(tmp_path):
         assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-5)
         assert b["train_accuracy"] == a["train_accuracy"]  # counts summed over the ranks
         assert b["test_accuracy"] == a["test_accuracy"]
-    # only rank 0 opened and committed the checkpoint (once per epoch)
+    # only rank 0 opened and committed the checkpoint (once per run and epoch)
     calls = {r: json.loads((reports / f"rank{r}.json").read_text()) for r in (0, 1)}
-    assert calls == {0: ["open", "commit", "commit"], 1: []}
+    assert calls == {0: ["open", "commit", "open", "commit"], 1: []}
     assert len(list((tmp_path / "two" / "snapshots").iterdir())) == 1
 
 

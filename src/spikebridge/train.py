@@ -215,6 +215,8 @@ def train(
     """
     out_dir = Path(out_dir)
     device = resolve_device(device)
+    if device.type == "cuda" and device.index is None:  # DDP needs the index
+        device = torch.device("cuda", torch.cuda.current_device())
     main = distributed.is_main_process()
     if not main:
         log, progress = (lambda _message: None), False
