@@ -25,6 +25,7 @@ import pytest
 import torch
 from torch import nn
 
+import spikebridge.models as models_module
 import spikebridge.train as train_module
 from spikebridge import distributed
 from spikebridge.checkpoint import CheckpointError, CheckpointWriter, load_checkpoint
@@ -53,6 +54,7 @@ pytestmark = pytest.mark.skipif(not torch.distributed.is_gloo_available(),
 # DDP step is mathematically the one-process step and only float summation order differs.
 
 NO_BN_MODEL = "ddp_test_no_bn"
+STREAMED_MODEL = "ddp_test_streamed"
 
 
 class _NoBatchNorm(nn.Module):
@@ -68,8 +70,18 @@ class _NoBatchNorm(nn.Module):
         return self.body(x)
 
 
-if NO_BN_MODEL not in list_models():  # spawned processes import this module afresh
-    register_model(NO_BN_MODEL)(_NoBatchNorm)
+def _register_test_models() -> None:
+    """Register this module's models (in a spawned process: for its lifetime)."""
+    for name, constructor in ((NO_BN_MODEL, _NoBatchNorm), (STREAMED_MODEL, _Streamed)):
+        if name not in list_models():
+            register_model(name)(constructor)
+
+
+@pytest.fixture(autouse=True)
+def test_models(monkeypatch):
+    """This module's models, registered for each test only (the registry is global)."""
+    for name, constructor in ((NO_BN_MODEL, _NoBatchNorm), (STREAMED_MODEL, _Streamed)):
+        monkeypatch.setitem(models_module._REGISTRY, name, constructor)
 
 
 def _config(**changes) -> TrainConfig:
@@ -93,6 +105,7 @@ def _train_in_process_group(cfg: TrainConfig, out: str, reports: str, options: d
             return super().commit(*args, **kwargs)
 
     train_module.CheckpointWriter = Recording
+    _register_test_models()
     with distributed.process_group("cpu"):
         train(cfg, out, progress=False, log=lambda _message: None, **options)
         report = Path(reports, f"rank{distributed.rank()}.json")
@@ -366,7 +379,6 @@ def test_streamed_shares_hold_the_one_process_batches():
 # --------------------------------------------------------------------------------------------
 # streamed data (image folders, ImageNet's layout) through train and evaluate
 
-STREAMED_MODEL = "ddp_test_streamed"
 
 
 class _Streamed(nn.Module):
@@ -381,8 +393,6 @@ class _Streamed(nn.Module):
         return self.body(x)
 
 
-if STREAMED_MODEL not in list_models():
-    register_model(STREAMED_MODEL)(_Streamed)
 
 
 def _image_tree(root: Path) -> Path:
