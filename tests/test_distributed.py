@@ -426,6 +426,9 @@ def test_streamed_dataset_trains_and_evaluates(tmp_path, capsys, as_rank):
     assert record["ann_accuracy"] == config["test_accuracy"]
     with pytest.raises(ValueError, match="--workers 2: digits is held in memory"):
         training_loader(load_dataset("digits", "test"), 8, workers=2)
+    with pytest.raises(ValueError, match="--workers must be an integer >= 0"):
+        evaluation_loader(load_streaming_dataset("imagefolder", "val", data), 2,
+                          workers=-1)
     # two processes' shares of the streamed test set: the one-process batches, each once
     val = load_streaming_dataset("imagefolder", "val", data, image_size=32)
     single = list(make_loader(val, 2))

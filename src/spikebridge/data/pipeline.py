@@ -139,6 +139,7 @@ def training_loader(
     world = distributed.world_size()
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    _check_workers(workers)
     if batch_size % world:
         raise ValueError(
             f"the global batch size {batch_size} does not split evenly over {world} processes; "
@@ -180,6 +181,11 @@ class _Slice(torch.utils.data.Dataset):
         return self.dataset.load(self.start + index, seed)
 
 
+def _check_workers(workers: int) -> None:
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+        raise ValueError(f"--workers must be an integer >= 0 (decoding processes), got {workers!r}")
+
+
 def _share_of_batches(batches: int, world: int) -> tuple[int, int]:
     """Batches ``first … stop - 1`` (of ``batches``) evaluated by this process."""
     rank = distributed.rank() if world > 1 else 0
@@ -205,6 +211,7 @@ def evaluation_loader(
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    _check_workers(workers)
     n = len(dataset)
     batches = -(-n // batch_size)
     world = distributed.world_size() if shard else 1
