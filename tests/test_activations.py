@@ -108,14 +108,16 @@ def test_old_configs_unchanged_and_still_load():
     ("relu:theta=2", r"activation 'relu' \(its options: none\)"),
     ("qcfs:c=0.5", r"unknown option 'c' for activation 'qcfs'"),
     ("slip:c", "must look like key=value"),
-    ("slip:c=x", "c='x' must be a number"),
+    ("slip:c=x", "c='x' must be a finite number"),
     ("slip:L=2.5", "must be an integer"),
     ("slip:learn_c=maybe", "0/1"),
     ("slip:c=1.5", r"c must lie in \[0, 1\]"),
     ("slip:delta2=1.5", r"delta2.*must lie in \[0, 1\]"),
     ("leaky_threshold:alpha=0", "alpha.*> 0"),
     ("leaky_threshold:neg_theta=-1", "neg_theta.*> 0"),
-    ("strelu:theta=0", "theta must be > 0"),
+    ("strelu:theta=0", "theta must be a finite number > 0"),
+    ("clipped_relu:theta=inf", "theta=.inf. must be a finite number"),
+    ("qcfs:theta=nan", "theta=.nan. must be a finite number"),
     ("sigmoid", "unknown activation 'sigmoid'; choose one of"),
 ])
 def test_bad_activation_options_are_clear_errors(text, message):

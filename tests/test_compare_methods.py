@@ -63,8 +63,13 @@ def models(tmp_path_factory, digit_images) -> dict[str, str]:
 
 
 def _compare(methods: list[str], model_arg: str, out, *extra: str) -> int:
+    from spikebridge.methods import get_method, parse_method_spec
+
+    data_based = any(get_method(s.name, **s.params).needs_calibration_data()
+                     for s in map(parse_method_spec, methods))
+    samples = ["--calibration-samples", "50"] if data_based else []  # refused otherwise
     return main(["compare", "--methods", ",".join(methods), "--model", model_arg,
-                 "--T", ",".join(STEPS), "--limit", "50", "--calibration-samples", "50",
+                 "--T", ",".join(STEPS), "--limit", "50", *samples,
                  "--batch-size", "25", "--out", str(out), "--quiet", *extra])
 
 
