@@ -22,6 +22,8 @@ def main() -> None:
     parser.add_argument("--labels", default="before,after")
     parser.add_argument("--dir", type=Path, default=Path("bench/results/simulation_cost"))
     parser.add_argument("--models", default="fashion_cnn,resnet20,vgg16")
+    parser.add_argument("--clock", choices=("cpu", "wall"), default="cpu",
+                        help="ratios of process CPU time (default, steadier) or of wall time")
     args = parser.parse_args()
     print("| model | code | run | " + " | ".join(b[1] for b in BASELINES)
           + " | load (1-min) |")
@@ -37,7 +39,8 @@ def main() -> None:
                 for t in d["T"]:
                     key = f"{kind}_T{t}"
                     name = f"SNN T={t}" if kind == "snn" else f"COS ρ={d['rho']} T={t}"
-                    row = [cell(d["ratios"][f"{key}/{b}"]) for b, _ in BASELINES]
+                    table = d["cpu_time_ratios" if args.clock == "cpu" else "ratios"]
+                    row = [cell(table[f"{key}/{b}"]) for b, _ in BASELINES]
                     print(f"| {model} | {label} | {name} | " + " | ".join(row) + f" | {load} |")
 
 
