@@ -79,6 +79,9 @@ def test_train_on_digits_records_the_command(tmp_path, monkeypatch):
     config = json.loads((out / "config.json").read_text())
     assert config["command"].startswith("spikebridge train --out")
     assert config["dataset"] == "digits" and config["activation"]["levels"] == 4
+    from spikebridge.data import load_dataset
+
+    assert config["test_fingerprint"] == load_dataset("digits", "test").fingerprint()
     assert set(config["thresholds"]) == {"features.2", "features.6", "features.9",
                                          "features.13", "classifier.2"}
     assert {"config.json", "model.safetensors", "train_state.pt", "manifest.json"} <= {
