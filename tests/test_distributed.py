@@ -382,12 +382,13 @@ def test_streamed_shares_hold_the_one_process_batches():
 
 
 class _Streamed(nn.Module):
-    """224×224 RGB → one stride-4 conv, QCFS, average over the 56×56 map, linear."""
+    """S×S RGB → one stride-4 conv, QCFS, average over the (S/4)² map, linear."""
 
     def __init__(self, num_classes: int, in_channels: int, activation) -> None:
         super().__init__()
         self.body = nn.Sequential(nn.Conv2d(in_channels, 4, 4, stride=4), activation(),
-                                  nn.AvgPool2d(56), nn.Flatten(), nn.Linear(4, num_classes))
+                                  nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                                  nn.Linear(4, num_classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)
@@ -439,6 +440,20 @@ def test_streamed_dataset_trains_and_evaluates(tmp_path, capsys, as_rank):
     assert len(shares) == len(single) == 3
     for (x, y), (x1, y1) in zip(shares, single, strict=True):
         assert torch.equal(x, x1) and torch.equal(y, y1)
+
+
+def test_streamed_training_at_a_chosen_image_size(tmp_path):
+    data = _image_tree(tmp_path / "images")
+    cfg = TrainConfig(architecture=STREAMED_MODEL, dataset="imagefolder", epochs=1,
+                      batch_size=4, lr=0.05, image_size=32)
+    config = train(cfg, tmp_path / "m", data_dir=data, progress=False, log=lambda _m: None)
+    assert config["input_size"] == [32, 32] and config["training"]["image_size"] == 32
+    assert load_checkpoint(tmp_path / "m")[0].input_shape == (3, 32, 32)
+    assert main(["evaluate", "--model", str(tmp_path / "m"), "--data-dir", str(data),
+                 "--T", "1", "--batch-size", "2", "--quiet", "--no-energy"]) == 0
+    with pytest.raises(ValueError, match="--image-size applies to streamed datasets"):
+        train(TrainConfig(dataset="digits", epochs=1, image_size=32), tmp_path / "d",
+              progress=False, log=lambda _m: None)
 
 
 # --------------------------------------------------------------------------------------------

@@ -150,6 +150,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--allow-unverified", action="store_true",
                    help="with --resume: accept a checkpoint without (matching) SHA-256 hashes "
                    "(also: SPIKEBRIDGE_ALLOW_UNVERIFIED=1)")
+    p.add_argument("--image-size", type=_positive_int, default=None,
+                   help="streamed datasets (imagenet, imagefolder): side of the square training "
+                   "crop and evaluation image (default 224)")
     p.add_argument("--amp", choices=("bf16",), default=None,
                    help="mixed precision: bfloat16 autocast for forward and loss (weights and "
                    "optimizer stay float32; default off)")
@@ -214,7 +217,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.no_augment:
         chosen.update(augment=False, autoaugment=False, cutout=0)
     common = dict(seed=args.seed, train_subset=args.train_subset,
-                  channels_last=not args.no_channels_last, compile=args.compile, amp=args.amp)
+                  channels_last=not args.no_channels_last, compile=args.compile, amp=args.amp,
+                  image_size=args.image_size)
     if args.recipe is not None:
         from .recipes import load_recipe
 

@@ -43,7 +43,13 @@ from .activations import (
     SymmetricThresholdReLU,
 )
 from .checkpoint import CheckpointError, CheckpointWriter, LoadedCheckpoint, read_checkpoint
-from .data.pipeline import Dataset, evaluation_loader, open_dataset, training_loader
+from .data.pipeline import (
+    Dataset,
+    evaluation_loader,
+    is_streamed,
+    open_dataset,
+    training_loader,
+)
 from .devices import resolve_device
 from .models import create_model
 
@@ -74,6 +80,7 @@ class TrainConfig:
     autoaugment: bool = False
     cutout: int = 0
     recipe: str | None = None
+    image_size: int | None = None  # streamed datasets: square crop side (default 224)
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -84,6 +91,8 @@ class TrainConfig:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.cutout < 0:
             raise ValueError(f"cutout must be >= 0, got {self.cutout}")
+        if self.image_size is not None and self.image_size < 8:
+            raise ValueError(f"image_size must be >= 8 pixels, got {self.image_size}")
         if self.amp is not None and self.amp not in AMP_MODES:
             raise ValueError(
                 f"--amp {self.amp} is not supported: only bf16 (bfloat16 autocast, float32's "
@@ -255,7 +264,12 @@ def _train(
     workers: int,
 ) -> dict[str, Any]:
     world = distributed.world_size()
-    train_set = open_dataset(cfg.dataset, "train", data_dir, augment=cfg.augment)
+    if cfg.image_size is not None and not is_streamed(cfg.dataset):
+        raise ValueError(f"--image-size applies to streamed datasets (imagenet, imagefolder); "
+                         f"{cfg.dataset} is trained at the size of its images")
+    size = None if cfg.image_size is None else (cfg.image_size, cfg.image_size)
+    train_set = open_dataset(cfg.dataset, "train", data_dir, augment=cfg.augment,
+                             input_size=size)
     train_set = train_set.subset(cfg.train_subset, seed=cfg.seed)
     test_set = open_dataset(cfg.dataset, "test", data_dir, input_size=train_set.input_size,
                             mean=train_set.mean, std=train_set.std)
