@@ -455,3 +455,48 @@ def test_loader_augmentation_is_reproducible():
 def test_loader_rejects_bad_batch_size():
     with pytest.raises(ValueError, match="batch_size"):
         BatchLoader(_toy_dataset(), batch_size=0)
+
+
+# --------------------------------------------------------------------------------------------
+# the registry's description of each dataset matches what its loader produces
+
+
+def _loaded(name, tmp_path):
+    if name.startswith("cifar"):
+        from test_cifar import write_cifar10_python, write_cifar100
+
+        directory = tmp_path / name
+        (write_cifar10_python if name == "cifar10" else write_cifar100)(directory)
+        return load_dataset(name, "train", directory)
+    if name == "fashion-mnist":  # this module hides the system copy unless named explicitly
+        system = Path("/usr/share/datasets/fashion-mnist")
+        if not system.is_dir():
+            pytest.skip("the Debian package dataset-fashion-mnist is not installed")
+        return load_dataset(name, "train", system)
+    return load_dataset(name, "train")
+
+
+@pytest.mark.parametrize("name", ["fashion-mnist", "digits", "cifar10", "cifar100",
+                                  "cifar100-coarse"])
+def test_registry_describes_what_the_loader_produces(name, tmp_path):
+    from spikebridge.data.registry import dataset_info
+
+    info = dataset_info(name)
+    data = _loaded(name, tmp_path)
+    assert info.storage == "memory"
+    assert data.num_classes == info.num_classes and data.in_channels == info.channels
+    assert data.input_size == info.image_size
+    if info.mean is not None:
+        assert data.mean == pytest.approx(info.mean) and data.std == pytest.approx(info.std)
+
+
+def test_registry_covers_every_dataset_name_and_refuses_others():
+    from spikebridge.data import list_datasets, list_streaming_datasets
+    from spikebridge.data.registry import DATASETS, dataset_info
+
+    assert set(DATASETS) == set(list_datasets()) | set(list_streaming_datasets())
+    assert dataset_info("Fashion_MNIST").name == "fashion-mnist"
+    assert all(DATASETS[n].storage == "streamed" and DATASETS[n].image_size is None
+               for n in list_streaming_datasets())
+    with pytest.raises(ValueError, match="unknown dataset 'svhn'; choose one of cifar10"):
+        dataset_info("svhn")

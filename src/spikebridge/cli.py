@@ -6,7 +6,9 @@ Every subcommand has ``--help``; long work shows progress bars (``--quiet`` hide
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
+import os
 import shlex
 import sys
 import warnings
@@ -834,14 +836,24 @@ def _add_info(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_info(_args: argparse.Namespace) -> int:
     from . import __version__
-    from .data import list_datasets
     from .methods import list_methods
     from .models import list_models
     from .shipped import SHIPPED_MODEL_DIR
 
     print(f"spikebridge {__version__}")
     print(f"models:   {', '.join(list_models())}")
-    print(f"datasets: {', '.join(list_datasets())}")
+    from .data.registry import DATASETS
+
+    print("datasets (docs/data.md):")
+    for info in DATASETS.values():
+        size = "x".join(map(str, info.image_size)) if info.image_size else "SxS (--image-size)"
+        classes = (f"{info.num_classes} classes" if info.num_classes
+                   else "classes from its folders")
+        norm = (f"mean {', '.join(f'{m:g}' for m in info.mean)}" if info.mean
+                else "mean/std of the training split")
+        print(f"  {info.name:<16} {classes}, {info.channels}x{size}, {info.storage}, "
+              f"{norm}")
+        print(f"  {'':<16} train: {info.train_transform}; test: {info.test_transform}")
     from .methods import METHODS
 
     print("methods (docs/methods.md):")
@@ -944,6 +956,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"spikebridge {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into `head` & co.: not a failure of ours
+        with contextlib.suppress(OSError):
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - Python would flush it at exit
+        return 0
     except Exception as exc:
         if debug:
             raise

@@ -50,6 +50,7 @@ from .data.pipeline import (
     open_dataset,
     training_loader,
 )
+from .data.registry import dataset_info
 from .devices import resolve_device
 from .models import create_model
 
@@ -279,7 +280,7 @@ def _train(
                          in_channels=train_set.in_channels, activation=cfg.activation, **kwargs)
     loader = training_loader(train_set, cfg.batch_size, seed=cfg.seed, augment=cfg.augment,
                              workers=workers,
-                             crop_padding=4 if tuple(train_set.input_size) == (32, 32) else 2,
+                             crop_padding=dataset_info(cfg.dataset).crop_padding,
                              autoaugment=cfg.autoaugment, cutout=cfg.cutout, device=device)
     test_loader = evaluation_loader(test_set, 500, workers=workers, idle_processes=True)
     if len(loader) == 0:

@@ -67,6 +67,9 @@ _FASHION_MNIST_CLASSES = (
 )
 _DIGIT_CLASSES = tuple(str(d) for d in range(10))
 
+FASHION_MNIST_MEAN, FASHION_MNIST_STD = (0.2860,), (0.3530,)
+MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
+
 # split -> (images file, labels file), without the optional ".gz"
 _IDX_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -358,8 +361,8 @@ def _load_fashion_mnist(split: str, data_dir: str | Path | None) -> ImageDataset
         subdirs=("fashion-mnist", "FashionMNIST/raw"),
         system_dirs=(FASHION_MNIST_SYSTEM_DIR,),
         classes=_FASHION_MNIST_CLASSES,
-        mean=(0.2860,),
-        std=(0.3530,),
+        mean=FASHION_MNIST_MEAN,
+        std=FASHION_MNIST_STD,
         hint=_idx_hint("fashion-mnist", "dataset-fashion-mnist"),
     )
 
@@ -372,8 +375,8 @@ def _load_mnist(split: str, data_dir: str | Path | None) -> ImageDataset:
         subdirs=("mnist", "MNIST/raw"),
         system_dirs=(),
         classes=_DIGIT_CLASSES,
-        mean=(0.1307,),
-        std=(0.3081,),
+        mean=MNIST_MEAN,
+        std=MNIST_STD,
         hint=_idx_hint("mnist", None),
     )
 
