@@ -143,6 +143,9 @@ def test_ddp_training_equals_one_process_and_only_rank_0_writes(tmp_path):
         torch.testing.assert_close(two[name], one[name], rtol=1e-5, atol=1e-6, msg=name)
     moved = max(float((one[n] - initial[n]).abs().max()) for n in one)
     assert moved > 1e-2
+    differ = max(float((two[n] - one[n]).abs().max()) for n in one)
+    print(f"\nDDP (2 gloo processes) vs one process: weights moved by up to {moved:.3g}, "
+          f"differ by at most {differ:.3g}")  # shown with pytest -s (docs/benchmarks.md §9)
     for a, b in zip(one_config["history"], two_config["history"], strict=True):
         assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-5)
         assert b["train_accuracy"] == a["train_accuracy"]  # counts summed over the ranks
