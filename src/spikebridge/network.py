@@ -92,11 +92,24 @@ class SpikingNetwork(nn.Module):
         # per-sample input shape, e.g. (1, 28, 28), when known (spikebridge.input_checks)
         self.input_shape: tuple[int, ...] | None = None
         self._split: TimeSplit | None = None
+        self._channels_last = False
 
     def replace_network(self, network: fx.GraphModule) -> None:
         """Swap in a rewritten graph (normalized or quantized weights); same neuron names."""
         self.network = network
         self._split = None
+        self._channels_last = False
+
+    def prefer_channels_last(self) -> None:
+        """Store every 4-D weight channels_last (once; values unchanged).
+
+        The CPU simulator feeds channels_last input (docs/benchmarks.md §4); with NCHW weights
+        oneDNN would reorder each weight on every convolution call, every step.
+        """
+        if not getattr(self, "_channels_last", False):  # absent in older pickles
+            self.network.to(memory_format=torch.channels_last)
+            self._split = None
+            self._channels_last = True
 
     def set_horizon(self, steps: int) -> None:
         """Tell every neuron the length ``T`` of the coming run (ECC's TRE current is ηθ/T)."""
