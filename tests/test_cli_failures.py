@@ -87,12 +87,24 @@ def test_bad_device_is_refused_before_any_work(command, device, message, capsys,
                                                    "--no-energy turns off"),
     (["analyse", "--iterations", "0", "--rho", "8"], "--rho only applies to COS runs"),
     (["demo", "--epochs", "3"], "--epochs only applies with --retrain"),
+    (["demo", "--limit", "-1"], "argument --limit: must be >= 0, got -1"),
+    (["evaluate", "--limit", "0"], "argument --limit: must be >= 1, got 0"),
+    (["train", "--out", "x", "--no-augment", "--cutout", "8"],
+     "--cutout set(s) augmentation, which --no-augment turns off"),
+    (["train", "--out", "x", "--no-augment", "--no-flip"], "--no-flip set(s) augmentation"),
+    (["train", "--out", "x", "--momentum", "1.5"], "momentum must lie in [0, 1), got 1.5"),
+    (["train", "--out", "x", "--weight-decay", "nan"], "weight_decay must be a finite number"),
+    (["train", "--out", "x", "--crop-padding", "-1"], "crop_padding must be >= 0"),
+    (["train", "--out", "x", "--image-size", "64"], "--image-size applies to streamed datasets"),
     (["evaluate", "--batch-size", "0"], "argument --batch-size: must be >= 1"),
     (["evaluate", "--model", "m", "--model-x"], "unrecognized arguments: --model-x"),
 ])
-def test_options_that_do_not_apply_are_refused(argv, message, capsys, no_simulation):
+def test_options_that_do_not_apply_are_refused(argv, message, capsys, no_simulation, tmp_path,
+                                               monkeypatch):
+    monkeypatch.chdir(tmp_path)
     err = _fails([*argv, "--quiet"], capsys)
     assert message in err
+    assert not (tmp_path / "x").exists()  # refused before an output directory was created
 
 
 def test_abbreviations_are_not_accepted(capsys, no_simulation):

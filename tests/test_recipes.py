@@ -58,6 +58,37 @@ def test_train_config_from_recipe_and_overrides():
     assert quick.epochs == 1 and quick.train_subset == 256 and quick.lr == 0.02
 
 
+def test_recipe_augmentation_reaches_the_training_loader(tmp_path, monkeypatch):
+    """crop_padding and horizontal_flip are the recipe's, not the dataset's defaults; with
+    neither, AutoAugment and Cutout still run (augment is the master switch)."""
+    import spikebridge.train as train_module
+    from spikebridge.train import train
+
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def capture(dataset, batch_size, **kwargs):
+        seen.update(kwargs)
+        raise Stop
+
+    def plain(d):
+        d["model"]["dataset"] = "digits"
+        d["augmentation"].update(crop_padding=0, horizontal_flip=False, autoaugment=True,
+                                 cutout=3)
+
+    cfg = load_recipe(_write(tmp_path, plain)).train_config(architecture="fashion_cnn")
+    assert (cfg.augment, cfg.crop_padding, cfg.horizontal_flip) == (True, 0, False)
+    monkeypatch.setattr(train_module, "training_loader", capture)
+    with pytest.raises(Stop):
+        train(cfg, tmp_path / "m", progress=False, log=lambda _m: None)
+    assert (seen["augment"], seen["crop_padding"], seen["horizontal_flip"]) == (True, 0, False)
+    assert seen["autoaugment"] is True and seen["cutout"] == 3
+    default = load_recipe("cifar10-resnet20").train_config()
+    assert (default.crop_padding, default.horizontal_flip) == (4, True)
+
+
 def _write(tmp_path, mutate) -> str:
     data = tomllib.loads((RECIPE_DIR / "cifar10-resnet20.toml").read_text())
     mutate(data)
@@ -111,6 +142,7 @@ def test_a_recipe_file_by_path_round_trips(tmp_path):
     (lambda d: d["paper"].pop("cos"), "missing table [paper.cos]"),
     (lambda d: d.pop("training"), "missing table [training]"),
     (lambda d: d.update(extra="x"), "unknown field(s) 'extra'"),
+    (lambda d: d["conversion"].update(rho=0), "'rho' must be >= 1"),
 ])
 def test_bad_fields_are_named(tmp_path, mutate, message):
     with pytest.raises(RecipeError) as excinfo:

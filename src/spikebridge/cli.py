@@ -82,14 +82,22 @@ def _device(text: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+def _int_at_least(minimum: int):
+    """An argparse type: one integer >= ``minimum``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected an integer >= {minimum}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+_positive_int = _int_at_least(1)
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -140,6 +148,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="AutoAugment, CIFAR-10 policy (default off)")
     p.add_argument("--cutout", type=int, default=None,
                    help="Cutout square side in pixels (default 0 = off; CIFAR recipes 16 / 8)")
+    p.add_argument("--crop-padding", type=int, default=None,
+                   help="zero padding of the random crop (default: the dataset's, "
+                   "`spikebridge info`: 2, or 4 for CIFAR)")
+    p.add_argument("--no-flip", action="store_true", help="no random horizontal flip")
     p.add_argument("--train-subset", type=int, default=None,
                    help="train on the first N samples of a fixed shuffle (quick runs)")
     p.add_argument("--compile", action="store_true", help="torch.compile the training forward")
@@ -185,8 +197,14 @@ def _multi_process(command):
 
         nproc = distributed.check_process_count(args.nproc)
         launched = distributed.launched_world_size()
+        if nproc > 1 and str(args.device).startswith("cuda:"):
+            raise distributed.DistributedError(
+                f"--device {args.device} names one GPU for {nproc} processes; use --device cuda "
+                "(process k takes GPU k) and choose the GPUs with CUDA_VISIBLE_DEVICES")
         if launched is None and nproc > 1:
             return distributed.launch(nproc, run, args)
+        if launched is not None and not args.debug:  # a spawned or torchrun process
+            warnings.showwarning = _one_line_warnings(args.command)
         if launched is not None and nproc not in (1, launched):
             raise distributed.DistributedError(
                 f"--nproc {nproc} inside a run of {launched} processes (torchrun): give one of "
@@ -217,7 +235,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if "activation" in chosen:
         chosen["activation"] = ActivationSpec.parse(chosen["activation"])
     if args.no_augment:
+        given = [flag for flag, key in (("--autoaugment", "autoaugment"), ("--cutout", "cutout"),
+                                        ("--crop-padding", "crop_padding"))
+                 if chosen.get(key)]
+        if given or args.no_flip:
+            raise ValueError(f"{', '.join(given + ['--no-flip'] * args.no_flip)} set(s) "
+                             "augmentation, which --no-augment turns off; drop one of them")
         chosen.update(augment=False, autoaugment=False, cutout=0)
+    if args.no_flip:
+        chosen["horizontal_flip"] = False
     common = dict(seed=args.seed, train_subset=args.train_subset,
                   channels_last=not args.no_channels_last, compile=args.compile, amp=args.amp,
                   image_size=args.image_size)
@@ -242,6 +268,7 @@ _RECIPE_OPTIONS = {
     "model": "architecture", "dataset": "dataset", "activation": "activation",
     "epochs": "epochs", "batch_size": "batch_size", "lr": "lr", "momentum": "momentum",
     "weight_decay": "weight_decay", "autoaugment": "autoaugment", "cutout": "cutout",
+    "crop_padding": "crop_padding",
 }
 
 
@@ -255,8 +282,9 @@ def _add_model_and_data(p: argparse.ArgumentParser, *, conversion: bool = True) 
                    "of the kind each method needs)")
     p.add_argument("--data-dir", type=Path, default=None,
                    help="directory with the dataset's files (default: the Debian package's)")
-    p.add_argument("--limit", type=int, default=None,
-                   help="evaluate on a fixed random subset of N test images (default: all)")
+    p.add_argument("--limit", type=_positive_int, default=None,
+                   help="evaluate on a fixed random subset of N test images (default: all; "
+                   "analyse: 1000)")
     p.add_argument("--batch-size", type=_positive_int, default=250)
     p.add_argument("--allow-unverified", action="store_true",
                    help="load checkpoints without (or failing) the SHA-256 manifest check "
@@ -445,7 +473,7 @@ def _resolve_model(spec, args: argparse.Namespace) -> Path:
 def _load(args: argparse.Namespace, model_dir: Path | None = None):
     """(ANN, config, test loader, model label) for a checkpoint and --data-dir / --limit."""
     from .checkpoint import load_checkpoint
-    from .data.pipeline import evaluation_loader
+    from .data.pipeline import evaluation_loader, open_checkpoint_split
     from .input_checks import check_test_set
     from .shipped import SHIPPED_MODEL_DIR
 
@@ -457,13 +485,11 @@ def _load(args: argparse.Namespace, model_dir: Path | None = None):
     model_dir = model_dir or SHIPPED_MODEL_DIR
     ann, config = load_checkpoint(model_dir, device=args.device,
                                   allow_unverified=getattr(args, "allow_unverified", False) or None)
-    if args.limit is not None and args.limit < 1:
-        raise ValueError(f"--limit must be >= 1, got {args.limit}")
     if not isinstance(config.get("dataset"), str):
         raise ValueError(f"{model_dir}/config.json names no dataset (field 'dataset'), so there "
                          "is no test set to evaluate it on; add it (e.g. \"dataset\": "
                          "\"fashion-mnist\") and re-sign the checkpoint")
-    full = _open_split(args, config, "test")
+    full = open_checkpoint_split(config, "test", args.data_dir)
     check_test_set(full, config, model_dir, ignore=getattr(args, "ignore_data_mismatch", False))
     test = full.subset(args.limit, seed=0)
     label = f"{config['architecture']} ({Path(model_dir).name})"
@@ -471,24 +497,13 @@ def _load(args: argparse.Namespace, model_dir: Path | None = None):
     return ann, config, loader, label
 
 
-def _open_split(args: argparse.Namespace, config: dict, split: str):
-    """A split of the checkpoint's dataset, in memory or streamed with the model's input size
-    and normalisation (evaluation transform)."""
-    from .data.pipeline import open_dataset
-
-    norm = config.get("normalization") or {}
-    return open_dataset(config["dataset"], split, args.data_dir, augment=False,
-                        input_size=config.get("input_size"), mean=norm.get("mean"),
-                        std=norm.get("std"))
-
-
 def _calibration_data(args: argparse.Namespace, config: dict):
     """Training images of the model's data set for data-based methods (fixed subset)."""
     from .calibration import CalibrationData
-    from .data.pipeline import evaluation_loader
+    from .data.pipeline import evaluation_loader, open_checkpoint_split
 
     samples = args.calibration_samples or DEFAULT_CALIBRATION_SAMPLES
-    train = _open_split(args, config, "train")
+    train = open_checkpoint_split(config, "train", args.data_dir)
     subset = train.subset(min(samples, len(train)), seed=0)
     # every process calibrates on the same images (identical networks), not on a share
     loader = evaluation_loader(subset, args.batch_size, workers=getattr(args, "workers", 0),
@@ -499,15 +514,20 @@ def _calibration_data(args: argparse.Namespace, config: dict):
 def _warn_if_long(args: argparse.Namespace, snn, loader, steps: list[int], label: str,
                   nonfinite: str) -> None:
     """One stderr line when a short probe predicts a run longer than LONG_RUN_SECONDS."""
+    from .distributed import world_size
     from .runtime_estimate import LONG_RUN_SECONDS, estimate_simulation_seconds, format_duration
 
+    if not _is_main_process():  # every process runs its share in the same time: warn once
+        return
     x = next(iter(loader))[0].to(args.device)
     snn.to(args.device).eval()
-    seconds = estimate_simulation_seconds(snn, x, steps, len(loader.dataset), mode=args.mode,
+    images = len(loader.dataset)  # this process's share of the test set
+    seconds = estimate_simulation_seconds(snn, x, steps, images, mode=args.mode,
                                           nonfinite=nonfinite)
     if seconds > LONG_RUN_SECONDS:
+        share = f" per process, {world_size()} processes" if world_size() > 1 else ""
         print(f"spikebridge {args.command}: warning: {label} will take about "
-              f"{format_duration(seconds)} to simulate {len(loader.dataset)} images for "
+              f"{format_duration(seconds)} to simulate {images} images{share} for "
               f"T={max(steps)} (estimated from a short probe); use --limit or a smaller --T to "
               "shorten it, Ctrl-C to stop", file=sys.stderr, flush=True)
 
@@ -724,7 +744,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=_positive_int, default=None,
                    help="with --retrain: override the number of epochs")
     p.add_argument("--data-dir", type=Path, default=None)
-    p.add_argument("--limit", type=int, default=2000,
+    p.add_argument("--limit", type=_int_at_least(0), default=2000,
                    help="test images to simulate (default 2000, a fixed random subset; "
                    "0 = all 10000)")
     p.add_argument("--T", type=_int_list, default=[1, 2, 4, 8, 16, 32])
@@ -804,10 +824,12 @@ def _add_reproduce(sub: argparse._SubParsersAction) -> None:
                    help="evaluate even if the test images differ from those the checkpoint "
                    "was evaluated on when it was trained (its recorded test_fingerprint)")
     p.add_argument("--json", type=Path, default=None, help="write the record here")
+    _add_process_options(p)
     _add_common(p)
     p.set_defaults(func=_cmd_reproduce)
 
 
+@_multi_process
 def _cmd_reproduce(args: argparse.Namespace) -> int:
     from .checkpoint import check_output_file
     from .recipes import load_recipe
@@ -821,7 +843,9 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
                        limit=args.limit, batch_size=args.batch_size, device=args.device,
                        mode=args.mode, progress=not args.quiet,
                        allow_unverified=args.allow_unverified or None,
-                       ignore_data_mismatch=args.ignore_data_mismatch)
+                       ignore_data_mismatch=args.ignore_data_mismatch, workers=args.workers)
+    if not _is_main_process():
+        return 0
     print(format_reproduction(record))
     if args.json:
         write_json(args.json, record)
@@ -902,8 +926,7 @@ def _describe_failure(exc: BaseException) -> tuple[int, str]:
     from .checkpoint import CheckpointError
     from .data import DatasetNotFoundError, IdxFormatError
 
-    if isinstance(exc, CheckpointError | DatasetNotFoundError | IdxFormatError | ValueError
-                  | TypeError | NotImplementedError):
+    if isinstance(exc, CheckpointError | DatasetNotFoundError | IdxFormatError | ValueError):
         return 2, _one_line(str(exc)) or type(exc).__name__
     if isinstance(exc, OSError):
         where = f" ({exc.filename})" if exc.filename else ""

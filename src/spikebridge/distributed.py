@@ -116,7 +116,18 @@ def _backend(device: torch.device) -> str:
 
 
 def _process_device(device: torch.device, local_rank: int) -> torch.device:
-    """The device of the process with ``local_rank``: ``cuda`` → ``cuda:LOCAL_RANK``."""
+    """The device of the process with ``local_rank``: ``cuda`` → ``cuda:LOCAL_RANK``.
+
+    Raises:
+        DistributedError: an indexed ``cuda:K`` in a run of several processes (every process
+            would use GPU K, which NCCL refuses); give ``cuda`` and ``CUDA_VISIBLE_DEVICES``.
+    """
+    if device.type == "cuda" and device.index is not None and (launched_world_size() or 1) > 1:
+        raise DistributedError(
+            f"--device {device} names one GPU for {launched_world_size()} processes; use "
+            "--device cuda (process k takes GPU k) and choose the GPUs with "
+            "CUDA_VISIBLE_DEVICES"
+        )
     if device.type != "cuda" or device.index is not None:
         return device
     count = torch.cuda.device_count()

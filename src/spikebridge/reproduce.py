@@ -63,6 +63,7 @@ def reproduce(
     progress: bool = False,
     allow_unverified: bool | None = None,
     ignore_data_mismatch: bool = False,
+    workers: int = 0,
 ) -> dict[str, Any]:
     """Convert the model in ``model_dir`` with ``qcfs`` and with ``cos`` (ρ from the recipe),
     evaluate both on the test set (or a fixed random subset of ``limit`` images) at every T in
@@ -76,7 +77,7 @@ def reproduce(
     """
     from spikebridge.checkpoint import load_checkpoint
     from spikebridge.convert import convert
-    from spikebridge.data.pipeline import evaluation_loader, open_dataset
+    from spikebridge.data.pipeline import evaluation_loader, open_checkpoint_split
     from spikebridge.input_checks import check_test_set
     from spikebridge.simulate import evaluate
 
@@ -87,10 +88,10 @@ def reproduce(
         raise ValueError(f"--limit must be >= 1, got {limit}")
     ann, config = load_checkpoint(model_dir, device=device, allow_unverified=allow_unverified)
     check_model(recipe, config, model_dir)
-    full = open_dataset(config["dataset"], "test", data_dir)
+    full = open_checkpoint_split(config, "test", data_dir)  # streamed: the model's image size
     check_test_set(full, config, model_dir, ignore=ignore_data_mismatch)
     test = full.subset(limit, seed=0)
-    loader = evaluation_loader(test, batch_size)
+    loader = evaluation_loader(test, batch_size, workers=workers)  # this process's share
     record: dict[str, Any] = {
         "recipe": recipe.name, "title": recipe.title, "source": recipe.source,
         "model": str(model_dir), "dataset": config["dataset"],

@@ -82,6 +82,8 @@ class TrainConfig:
     cutout: int = 0
     recipe: str | None = None
     image_size: int | None = None  # streamed datasets: square crop side (default 224)
+    crop_padding: int | None = None  # in-memory datasets: random-crop padding (None: dataset's)
+    horizontal_flip: bool = True  # in-memory datasets: random horizontal flip
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -92,6 +94,23 @@ class TrainConfig:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.cutout < 0:
             raise ValueError(f"cutout must be >= 0, got {self.cutout}")
+        if self.crop_padding is not None and self.crop_padding < 0:
+            raise ValueError(f"crop_padding must be >= 0, got {self.crop_padding}")
+        if not self.augment and (self.autoaugment or self.cutout):
+            raise ValueError("AutoAugment and Cutout are augmentation, which --no-augment turns "
+                             "off; drop one of them")
+        if self.image_size is not None and not is_streamed(self.dataset):
+            raise ValueError(f"--image-size applies to streamed datasets (imagenet, "
+                             f"imagefolder); {self.dataset} is trained at the size of its images")
+        if is_streamed(self.dataset) and (self.crop_padding or not self.horizontal_flip):
+            raise ValueError(f"{self.dataset} is streamed and augmented per image (random "
+                             "resized crop + flip); crop padding and the flip switch apply to "
+                             "in-memory datasets")
+        if not (math.isfinite(self.momentum) and 0.0 <= self.momentum < 1.0):
+            raise ValueError(f"momentum must lie in [0, 1), got {self.momentum}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0.0):
+            raise ValueError(f"weight_decay must be a finite number >= 0, got "
+                             f"{self.weight_decay}")
         if self.image_size is not None and self.image_size < 8:
             raise ValueError(f"image_size must be >= 8 pixels, got {self.image_size}")
         if self.amp is not None and self.amp not in AMP_MODES:
@@ -265,9 +284,8 @@ def _train(
     workers: int,
 ) -> dict[str, Any]:
     world = distributed.world_size()
-    if cfg.image_size is not None and not is_streamed(cfg.dataset):
-        raise ValueError(f"--image-size applies to streamed datasets (imagenet, imagefolder); "
-                         f"{cfg.dataset} is trained at the size of its images")
+    padding = (dataset_info(cfg.dataset).crop_padding if cfg.crop_padding is None
+               else cfg.crop_padding)
     size = None if cfg.image_size is None else (cfg.image_size, cfg.image_size)
     train_set = open_dataset(cfg.dataset, "train", data_dir, augment=cfg.augment,
                              input_size=size)
@@ -280,7 +298,7 @@ def _train(
                          in_channels=train_set.in_channels, activation=cfg.activation, **kwargs)
     loader = training_loader(train_set, cfg.batch_size, seed=cfg.seed, augment=cfg.augment,
                              workers=workers,
-                             crop_padding=dataset_info(cfg.dataset).crop_padding,
+                             crop_padding=padding, horizontal_flip=cfg.horizontal_flip,
                              autoaugment=cfg.autoaugment, cutout=cfg.cutout, device=device)
     test_loader = evaluation_loader(test_set, 500, workers=workers, idle_processes=True)
     if len(loader) == 0:
@@ -327,7 +345,9 @@ def _train(
     for epoch in range(start_epoch, last_epoch):
         model.train()
         loader.set_epoch(epoch)
-        torch.manual_seed(cfg.seed * 1000 + epoch)
+        # dropout masks: each process its own stream (one shared seed would repeat every mask
+        # on all R processes); R > 1 therefore draws other masks than one process
+        torch.manual_seed((cfg.seed * 1000 + epoch) * 7919 + distributed.rank())
         started, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
         # iter() once, here: it starts epoch `epoch` (tqdm.auto would call iter() a second
         # time on a loader, silently moving to the next epoch's order)

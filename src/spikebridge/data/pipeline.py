@@ -37,6 +37,7 @@ __all__ = [
     "RankShare",
     "evaluation_loader",
     "is_streamed",
+    "open_checkpoint_split",
     "open_dataset",
     "training_loader",
 ]
@@ -75,6 +76,17 @@ def open_dataset(
             raise ValueError(f"streamed datasets produce square images, got size {input_size}")
         options["image_size"] = int(height)
     return load_streaming_dataset(name, split, data_dir, **options)
+
+
+def open_checkpoint_split(
+    config: dict, split: str, data_dir: str | os.PathLike[str] | None = None
+) -> Dataset:
+    """Split ``split`` of the dataset a checkpoint's ``config`` was trained on, for evaluation:
+    in memory, or streamed at the model's input size and normalisation (no augmentation)."""
+    norm = config.get("normalization") or {}
+    return open_dataset(config["dataset"], split, data_dir, augment=False,
+                        input_size=config.get("input_size"), mean=norm.get("mean"),
+                        std=norm.get("std"))
 
 
 class RankShare:
@@ -118,6 +130,7 @@ def training_loader(
     augment: bool = True,
     workers: int = 0,
     crop_padding: int = 2,
+    horizontal_flip: bool = True,
     autoaugment: bool = False,
     cutout: int = 0,
     device: str | torch.device = "cpu",
@@ -129,8 +142,9 @@ def training_loader(
     In-memory sets: every process prepares the whole batch and keeps its share (augmentation
     identical to one process; the loading is not divided — these sets are small). Streamed sets:
     a :class:`~torch.utils.data.DistributedSampler` gives each process its own images to decode,
-    with ``workers`` decoding processes each. ``augment`` (crop + flip), ``autoaugment`` and
-    ``cutout`` apply to in-memory sets, batched on ``device`` (a streamed set's transform is
+    with ``workers`` decoding processes each. ``augment`` (the master switch: random crop with
+    ``crop_padding`` and, if ``horizontal_flip``, a flip), ``autoaugment`` and ``cutout`` apply
+    to in-memory sets, batched on ``device`` (a streamed set's transform is
     chosen when it is opened).
 
     Raises:
@@ -155,7 +169,8 @@ def training_loader(
         raise ValueError(f"--workers {workers}: {dataset.name} is held in memory and batched in "
                          "this process; worker processes only decode streamed datasets")
     loader = BatchLoader(dataset, batch_size, shuffle=True, augment=augment, seed=seed,
-                         drop_last=True, crop_padding=crop_padding, autoaugment=autoaugment,
+                         drop_last=True, crop_padding=crop_padding, hflip=horizontal_flip,
+                         autoaugment=autoaugment,
                          cutout=cutout, device=device)
     return loader if world == 1 else RankShare(loader, distributed.rank(), world)
 

@@ -80,7 +80,8 @@ class Recipe:
             "activation": self.activation(), "epochs": self.epochs, "lr": self.lr,
             "momentum": self.momentum, "weight_decay": self.weight_decay,
             "batch_size": self.batch_size,
-            "augment": self.crop_padding > 0 or self.horizontal_flip,
+            "augment": True, "crop_padding": self.crop_padding,
+            "horizontal_flip": self.horizontal_flip,
             "autoaugment": self.autoaugment, "cutout": self.cutout, "recipe": self.name,
         }  # fmt: skip
         values.update(overrides)
@@ -116,7 +117,7 @@ _SCHEMA: dict[str, dict[str, tuple[type, Any, str]]] = {
         "crop_padding": (int, _non_negative, ">= 0"), "horizontal_flip": (bool, None, ""),
         "autoaugment": (bool, None, ""), "cutout": (int, _non_negative, ">= 0"),
     },
-    "conversion": {"rho": (int, _non_negative, ">= 0"), "T": (list, None, "")},
+    "conversion": {"rho": (int, _positive, ">= 1"), "T": (list, None, "")},
 }  # fmt: skip
 _TABLES = ("model", "training", "augmentation", "conversion", "paper")
 
