@@ -80,7 +80,8 @@ def spikingjelly_network(ann: nn.Module, step_mode: str) -> nn.Module:
             parent, _, child = name.rpartition(".")
             setattr(folded.get_submodule(parent) if parent else folded, child,
                     WeightedIFNode(float(module.theta.detach()), step_mode))
-    return folded.eval()
+    # channels_last weights and input, as spikebridge's CPU simulator uses (same conv kernels)
+    return folded.eval().to(memory_format=torch.channels_last)
 
 
 def nodes(net: nn.Module) -> list[WeightedIFNode]:

@@ -51,36 +51,43 @@ _SOURCE = r"""
 #include <stdint.h>
 
 /* One soft-reset IF step per element (spikebridge docs/methods.md section 2.1):
-   m = v + c (+ e); s = m >= theta; v = s ? m - theta : m; x = s ? value : 0. */
+   m = v + c (+ e); s = [m >= theta] in {0, 1}; v = m - theta s; x = value s.
+   Branch-free, so that the compiler vectorizes it; theta s and value s are exact. */
+#define SPIKEBRIDGE_IF_BODY(REAL, EXTRA)                                                   \
+    {                                                                                      \
+        REAL m = v[i] + c[i];                                                              \
+        EXTRA                                                                              \
+        REAL s = (REAL)(m >= theta);                                                       \
+        v[i] = m - theta * s;                                                              \
+        x[i] = value * s;                                                                  \
+    }
+
 #define SPIKEBRIDGE_IF_STEP(NAME, REAL)                                                    \
 void NAME(REAL *v, const REAL *c, REAL *x, int64_t n, REAL theta, REAL value, REAL extra,   \
           int use_extra, int threads) {                                                    \
-    if (use_extra) {                                                                       \
-        PARALLEL_LOOP                                                                      \
-        for (int64_t i = 0; i < n; ++i) {                                                  \
-            REAL m = v[i] + c[i];                                                          \
-            m = m + extra;                                                                 \
-            int s = m >= theta;                                                            \
-            v[i] = s ? m - theta : m;                                                      \
-            x[i] = s ? value : (REAL)0;                                                    \
+    if (threads > 1 && n >= 16384) {                                                       \
+        if (use_extra) {                                                                   \
+            _Pragma("omp parallel for simd schedule(static) num_threads(threads)")         \
+            for (int64_t i = 0; i < n; ++i) SPIKEBRIDGE_IF_BODY(REAL, m = m + extra;)      \
+        } else {                                                                           \
+            _Pragma("omp parallel for simd schedule(static) num_threads(threads)")         \
+            for (int64_t i = 0; i < n; ++i) SPIKEBRIDGE_IF_BODY(REAL, )                    \
         }                                                                                  \
+    } else if (use_extra) {                                                                \
+        _Pragma("omp simd")                                                                \
+        for (int64_t i = 0; i < n; ++i) SPIKEBRIDGE_IF_BODY(REAL, m = m + extra;)          \
     } else {                                                                               \
-        PARALLEL_LOOP                                                                      \
-        for (int64_t i = 0; i < n; ++i) {                                                  \
-            REAL m = v[i] + c[i];                                                          \
-            int s = m >= theta;                                                            \
-            v[i] = s ? m - theta : m;                                                      \
-            x[i] = s ? value : (REAL)0;                                                    \
-        }                                                                                  \
+        _Pragma("omp simd")                                                                \
+        for (int64_t i = 0; i < n; ++i) SPIKEBRIDGE_IF_BODY(REAL, )                        \
     }                                                                                      \
 }
 
 SPIKEBRIDGE_IF_STEP(spikebridge_if_step_f32, float)
 SPIKEBRIDGE_IF_STEP(spikebridge_if_step_f64, double)
-""".replace("PARALLEL_LOOP", '_Pragma("omp parallel for simd schedule(static) num_threads(threads) '
-            'if(threads > 1 && n >= 16384)")')
+"""
 
 _FLAGS = ["-O3", "-fPIC", "-shared", "-fopenmp", "-ffp-contract=off", "-fno-fast-math",
+          "-fno-trapping-math",
           "-std=c99"]
 
 _lock = threading.Lock()

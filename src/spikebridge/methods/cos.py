@@ -64,6 +64,18 @@ def up_shift(silent_max: torch.Tensor, threshold: float, epsilon: float) -> torc
     return torch.clamp(threshold - silent_max + epsilon, min=threshold)
 
 
+def _memory_order(t: torch.Tensor, keep: int = 0) -> torch.Tensor:
+    """``t`` flattened in memory order after its first ``keep`` dims (a view for a dense
+    tensor in any layout, e.g. channels_last)."""
+    dims = sorted(range(keep, t.dim()), key=lambda i: -t.stride(i))
+    return t.permute(*range(keep), *dims).reshape(*t.shape[:keep], -1)
+
+
+def _logical_order(t: torch.Tensor, keep: int = 0) -> torch.Tensor:
+    """``t`` flattened in index order after its first ``keep`` dims (may copy)."""
+    return t.reshape(*t.shape[:keep], -1)
+
+
 @dataclass(frozen=True)
 class OffsetSpikeCalibration:
     r"""The per-neuron, per-sample initial-potential rule of COS (docs/methods.md §4.5–4.7).
@@ -135,18 +147,25 @@ class OffsetSpikeCalibration:
                                    reset=reset, record_output=False, track_count=True)
         if self.variant == "lightweight":
             return first.v
-        v_res, n_first = first.v.reshape(-1), first.count.reshape(-1)
+        calibrated = torch.empty_like(v0).copy_(v0)  # v0's (dense) layout
+        # Neurons are addressed in memory order when currents and v0 share one dense layout
+        # (channels_last included): flattening is then a view, not a copy of the layer.
+        like = currents if constant else currents[0]
+        flat = _memory_order if like.stride() == calibrated.stride() else _logical_order
+        v_res, n_first = flat(first.v), flat(first.count)
         flagged = offset_sign(v_res, n_first, self.rho, threshold).nonzero().squeeze(1)
         if flagged.numel() == 0:
             return v0
-        frames = currents.reshape(-1)[flagged] if constant else (
-            currents[: self.rho].reshape(self.rho, -1)[:, flagged]
+        frames = flat(currents)[flagged] if constant else (
+            flat(currents[: self.rho], keep=1)[:, flagged]
         )
-        start = self._shift(frames, threshold, v0.reshape(-1)[flagged], v_res[flagged],
+        start = self._shift(frames, threshold, flat(v0)[flagged], v_res[flagged],
                             n_first[flagged], constant=constant, reset=reset)
-        calibrated = v0.reshape(-1).clone()
-        calibrated[flagged] = start
-        return calibrated.view(v0.shape)
+        target = flat(calibrated)
+        target[flagged] = start
+        if target.untyped_storage().data_ptr() == calibrated.untyped_storage().data_ptr():
+            return calibrated  # target was a view: written in place
+        return target.view(v0.shape)  # a copy in index order
 
     def _shift(
         self, frames: torch.Tensor, threshold: float, start: torch.Tensor, v_res: torch.Tensor,
