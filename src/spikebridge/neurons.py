@@ -177,10 +177,11 @@ def integrate_and_fire(
     if record_output:
         output = v.new_empty((steps, *v.shape))
         if v.dim() == 4 and v.is_contiguous(memory_format=torch.channels_last):
-            output = v.new_empty((steps * v.shape[0], *v.shape[1:])).contiguous(
-                memory_format=torch.channels_last
-            ).view(steps, *v.shape)
-    scratch = v.new_empty(v.shape) if output is None else None
+            output = torch.empty((steps * v.shape[0], *v.shape[1:]), dtype=v.dtype,
+                                 device=v.device, memory_format=torch.channels_last
+                                 ).view(steps, *v.shape)
+    # v's layout (channels_last included), so that the fused update applies
+    scratch = torch.empty_like(v) if output is None else None
     count = fired_min = silent_max = None
     if track_count or track_extrema:
         count = torch.zeros_like(v)
