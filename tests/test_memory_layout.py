@@ -55,3 +55,25 @@ def test_cos_layer_and_hybrid_agree_and_keep_channels_last_state():
     layered = sb.simulate(snn, x, 5, mode="layer")
     assert torch.equal(layered, sb.simulate(snn, x, 5, mode="hybrid"))
     assert all(n.v.is_contiguous(memory_format=CL) for n in snn.neurons().values())
+
+
+def test_channels_last_weights_also_when_parameters_are_inference_tensors():
+    """A method may prepare the network under torch.inference_mode (threshold balancing)."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(2, 4, 3), sb.activations.QCFS(4, 1.0),
+                                torch.nn.Flatten(), torch.nn.Linear(4 * 6 * 6, 3)).eval()
+    snn = sb.convert(model)
+    x, y = torch.randn(5, 2, 8, 8), torch.randint(0, 3, (5,))
+    expected = sb.simulate(snn, x, 4)
+    snn = sb.convert(model)
+    with torch.inference_mode():
+        for module in snn.network.modules():
+            for name, param in list(module.named_parameters(recurse=False)):
+                setattr(module, name, torch.nn.Parameter(param.detach().clone()))
+        assert snn.network.get_submodule("0").weight.is_inference()
+        sb.simulate(snn, x, 2)  # first simulation (weights to channels_last) in inference mode
+    result = sb.evaluate(snn, [(x, y)], 4)  # operation counting reads the weights afterwards
+    weight = snn.network.get_submodule("0").weight
+    assert not weight.is_inference() and weight.is_contiguous(memory_format=CL)
+    assert torch.equal(sb.simulate(snn, x, 4), expected)
+    assert result.operations is not None

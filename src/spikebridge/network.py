@@ -106,10 +106,22 @@ class SpikingNetwork(nn.Module):
         The CPU simulator feeds channels_last input (docs/benchmarks.md §4); with NCHW weights
         oneDNN would reorder each weight on every convolution call, every step.
         """
-        if not getattr(self, "_channels_last", False):  # absent in older pickles
-            self.network.to(memory_format=torch.channels_last)
-            self._split = None
-            self._channels_last = True
+        if getattr(self, "_channels_last", False):  # absent in older pickles
+            return
+        # new Parameter objects, made outside inference mode: the old ones may be inference
+        # tensors (a method that prepared the network under torch.inference_mode), whose data
+        # cannot be swapped in place
+        with torch.inference_mode(False), torch.no_grad():
+            for module in self.network.modules():
+                for name, param in list(module.named_parameters(recurse=False)):
+                    if param.dim() == 4 and not param.is_contiguous(
+                        memory_format=torch.channels_last
+                    ):
+                        setattr(module, name, nn.Parameter(
+                            param.detach().contiguous(memory_format=torch.channels_last),
+                            requires_grad=param.requires_grad))
+        self._split = None
+        self._channels_last = True
 
     def set_horizon(self, steps: int) -> None:
         """Tell every neuron the length ``T`` of the coming run (ECC's TRE current is ηθ/T)."""
