@@ -9,8 +9,10 @@ from hypothesis import strategies as st
 
 import spikebridge as sb
 from spikebridge import if_kernel, neurons
-from spikebridge.if_kernel import fused_if_step_, kernel_available
-from spikebridge.neurons import IFNeuron, reference_if_step_
+from spikebridge.if_kernel import fused_if_step_, fused_presimulation, kernel_available
+from spikebridge.methods import cos
+from spikebridge.methods.cos import OffsetSpikeCalibration, offset_sign
+from spikebridge.neurons import IFNeuron, integrate_and_fire, reference_if_step_
 
 needs_kernel = pytest.mark.skipif(not kernel_available(),
                                   reason=f"fused kernel unavailable: {if_kernel.kernel_status()}")
@@ -127,3 +129,113 @@ def test_disabled_kernel_falls_back_with_the_same_result(monkeypatch):
     monkeypatch.setattr(if_kernel, "_library", None)
     assert not if_kernel.kernel_available()
     assert "disabled" in if_kernel.kernel_status()
+
+
+def _eager_presimulation(currents, theta, v0, rho, constant, value=None):
+    """COS's first pre-simulation on the eager path: v(ρ), N and Theorem 1's sign (§4.5)."""
+    trace = integrate_and_fire(currents, theta, v0, rho, constant=constant, record_output=False,
+                               track_count=True, amplitude=value)
+    return trace.v, trace.count, offset_sign(trace.v, trace.count, rho, theta)
+
+
+def _frames(seed, rho, shape, dtype, theta, channels_last):
+    """ρ current frames [ρ, B, ...] (in a folded channels_last buffer if asked) and v0."""
+    v0, _ = _inputs(seed, shape, dtype, theta, channels_last)
+    frames = torch.stack([_inputs(seed + 1 + t, shape, dtype, theta, False)[1]
+                          for t in range(rho)])
+    if channels_last:  # how the simulator folds time into the batch: [ρ·B, C, H, W] CL
+        folded = frames.flatten(0, 1)
+        frames = torch.empty_like(folded, memory_format=torch.channels_last).copy_(
+            folded).view(frames.shape)
+    return v0, frames
+
+
+def _assert_same_bits(fused, eager):
+    v, count, sign = fused
+    v_ref, count_ref, sign_ref = eager
+    assert v.stride() == v_ref.stride() and count.stride() == count_ref.stride()
+    assert torch.equal(_bits(v), _bits(v_ref))
+    assert torch.equal(_bits(count), _bits(count_ref))
+    assert sign.dtype == torch.int8 and torch.equal(sign, sign_ref)
+
+
+@needs_kernel
+@settings(max_examples=150, deadline=None)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    theta=st.floats(1e-3, 1e3, allow_nan=False, allow_infinity=False),
+    dtype=st.sampled_from([torch.float32, torch.float64]),
+    channels_last=st.booleans(),
+    constant=st.booleans(),
+    rho=st.integers(1, 8),
+    batch=st.integers(1, 9),
+)
+def test_fused_presimulation_is_bit_identical_to_the_eager_path(
+    seed, theta, dtype, channels_last, constant, rho, batch
+):
+    """v(ρ), N and the offset sign, raw bits, against integrate_and_fire + offset_sign."""
+    v0, frames = _frames(seed, rho, (batch, 3, 5, 7), dtype, theta, channels_last)
+    currents = frames[0] if constant else frames
+    fused = fused_presimulation(currents, theta, v0, rho, constant=constant)
+    assert fused is not None
+    eager = _eager_presimulation(currents, theta, v0, rho, constant)
+    _assert_same_bits(fused, eager)
+    if not constant:  # more frames than ρ: only the first ρ are read
+        longer = torch.empty((rho + 2, *frames.shape[1:]), dtype=dtype)
+        if channels_last:
+            longer = torch.empty_like(longer.flatten(0, 1), memory_format=torch.channels_last
+                                      ).view(longer.shape)
+        longer[:rho] = frames
+        longer[rho:] = frames[:1]
+        _assert_same_bits(fused_presimulation(longer, theta, v0, rho, constant=False), eager)
+
+
+@needs_kernel
+def test_fused_presimulation_in_the_parallel_loop_at_extreme_values():
+    """Large layer (OpenMP loop); amplitudes ≠ θ; counts that overflow to inf at huge θ."""
+    v0, frames = _frames(11, 4, (64, 16, 14, 14), torch.float32, 0.8125, True)
+    for value in (None, 1.0, 0.37):
+        _assert_same_bits(fused_presimulation(frames, 0.8125, v0, 4, constant=False, value=value),
+                          _eager_presimulation(frames, 0.8125, v0, 4, False, value))
+    assert 0 < int((_eager_presimulation(frames, 0.8125, v0, 4, False)[2] != 0).sum())
+    huge = 3e38  # 4·θ overflows float32: N = round(inf / θ) = inf on both paths
+    v0 = torch.full((2, 3, 4, 4), huge)
+    c = torch.full((2, 3, 4, 4), huge)
+    c[0, 0] = -huge
+    _assert_same_bits(fused_presimulation(c, huge, v0, 4, constant=True),
+                      _eager_presimulation(c, huge, v0, 4, True))
+
+
+def test_presimulation_leaves_inapplicable_inputs_to_the_eager_path():
+    v0 = torch.zeros(2, 3, 4, 4)
+    frames = torch.ones(4, 2, 3, 4, 4)
+    assert fused_presimulation(frames, 1.0, v0.half(), 4, constant=False) is None
+    assert fused_presimulation(frames.transpose(3, 4), 1.0, v0, 4, constant=False) is None
+    assert fused_presimulation(frames[:3], 1.0, v0, 4, constant=False) is None  # too few frames
+    assert fused_presimulation(frames[0].contiguous(memory_format=torch.channels_last), 1.0,
+                               v0, 4, constant=True) is None  # layouts differ
+
+
+@pytest.mark.parametrize("variant,iterations", [("shift", 1), ("shift", 3), ("lightweight", 1)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_cos_calibration_with_and_without_the_fused_presimulation(
+    monkeypatch, variant, iterations, channels_last
+):
+    rule = OffsetSpikeCalibration(rho=4, iterations=iterations, variant=variant)
+    v0, frames = _frames(5, 4, (3, 5, 6, 7), torch.float32, 0.9, channels_last)
+    calls = []
+
+    def counting(*args, **kwargs):
+        result = fused_presimulation(*args, **kwargs)
+        calls.append(result is not None)
+        return result
+
+    monkeypatch.setattr(cos, "fused_presimulation", counting)
+    got = [rule.initial_potential(c, 0.9, v0, constant=k, reset="subtract")
+           for c, k in ((frames, False), (frames[0], True))]
+    assert calls == [kernel_available()] * 2
+    monkeypatch.setattr(cos, "fused_presimulation", lambda *a, **k: None)
+    for g, (c, k) in zip(got, ((frames, False), (frames[0], True)), strict=True):
+        assert torch.equal(_bits(g), _bits(rule.initial_potential(c, 0.9, v0, constant=k,
+                                                                  reset="subtract")))
+    assert not torch.equal(got[0], v0)

@@ -29,6 +29,13 @@ eager kernels — same bits, only slower.
 
 It covers float32/float64 CPU tensors with identical dense layouts (contiguous or
 channels_last). Signed neurons, hard reset and COS's extrema bookkeeping stay on the eager path.
+
+**COS's first pre-simulation** (docs/methods.md §4.5 stage 1) shares this library:
+:func:`fused_presimulation` runs the ρ soft-reset steps above for every neuron with ``v`` held
+in cache, and writes only :math:`v(\rho)`, the spike count ``N`` (rounded from
+:math:`\sum_t A s(t) / A`, as :func:`spikebridge.neurons.integrate_and_fire` counts) and
+Theorem 1's offset sign (§4.2) — one pass instead of about twenty; same bits as the eager
+``integrate_and_fire(..., track_count=True)`` plus ``offset_sign``, by the same argument.
 """
 
 from __future__ import annotations
@@ -45,7 +52,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["fused_if_step_", "kernel_available", "kernel_status"]
+__all__ = ["fused_if_step_", "fused_presimulation", "kernel_available", "kernel_status"]
 
 _SOURCE = r"""
 #include <stdint.h>
@@ -84,6 +91,59 @@ void NAME(REAL *v, const REAL *c, REAL *x, int64_t n, REAL theta, REAL value, RE
 
 SPIKEBRIDGE_IF_STEP(spikebridge_if_step_f32, float)
 SPIKEBRIDGE_IF_STEP(spikebridge_if_step_f64, double)
+
+/* COS's first pre-simulation (spikebridge docs/methods.md section 4.5): per neuron, rho soft-reset
+   IF steps from v0 (frame t at c + t * frame_stride; frame_stride 0: a constant current), then
+   v(rho), the count N = round(sum(value s) / value) as the eager code counts, and Theorem 1's
+   sign [N < rho and v >= theta] - [N >= 1 and v < 0]. Blocks of SPIKEBRIDGE_BLOCK neurons keep
+   v and the sum in L1 while the frames stream past, one simple vectorizable loop per frame.
+   Rounding half to even without libm: (|x| + 2^p) - 2^p is exact for |x| < 2^p (p = 23 or 52);
+   larger, inf and NaN stay as they are. */
+#define SPIKEBRIDGE_BLOCK 512
+#define SPIKEBRIDGE_PRESIMULATE(NAME, REAL, ABS, COPYSIGN, MAGIC)                          \
+static void NAME##_frame(REAL *restrict v, REAL *restrict acc, const REAL *restrict c,       \
+                         int64_t len, REAL theta, REAL value) {                              \
+    for (int64_t j = 0; j < len; ++j) {                                                       \
+        REAL m = v[j] + c[j];                                                                 \
+        REAL s = (REAL)(m >= theta);                                                          \
+        v[j] = m - theta * s;                                                                 \
+        acc[j] = acc[j] + value * s;                                                          \
+    }                                                                                         \
+}                                                                                             \
+static void NAME##_finish(const REAL *restrict v, const REAL *restrict acc,                  \
+                          REAL *restrict v_out, REAL *restrict n_out, int8_t *restrict sign,   \
+                          int64_t len, int64_t steps, REAL theta, REAL value) {              \
+    for (int64_t j = 0; j < len; ++j) {                                                       \
+        REAL q = acc[j] / value;                                                              \
+        REAL a = ABS(q);                                                                      \
+        REAL count = a < MAGIC ? COPYSIGN((a + MAGIC) - MAGIC, q) : q;                        \
+        v_out[j] = v[j];                                                                      \
+        n_out[j] = count;                                                                     \
+        sign[j] = (int8_t)((count < (REAL)steps && v[j] >= theta)                             \
+                           - (count >= 1 && v[j] < 0));                                       \
+    }                                                                                         \
+}                                                                                             \
+void NAME(const REAL *v0, const REAL *c, int64_t frame_stride, int64_t steps, REAL *v_out,    \
+          REAL *n_out, int8_t *sign_out, int64_t n, REAL theta, REAL value, int threads) {   \
+    const int64_t blocks = (n + SPIKEBRIDGE_BLOCK - 1) / SPIKEBRIDGE_BLOCK;                   \
+    _Pragma("omp parallel for schedule(static) num_threads(threads) \
+             if(threads > 1 && n * steps >= 16384)")                                          \
+    for (int64_t b = 0; b < blocks; ++b) {                                                    \
+        const int64_t start = b * SPIKEBRIDGE_BLOCK;                                          \
+        const int64_t len = n - start < SPIKEBRIDGE_BLOCK ? n - start : SPIKEBRIDGE_BLOCK;    \
+        REAL v[SPIKEBRIDGE_BLOCK], acc[SPIKEBRIDGE_BLOCK];                                    \
+        for (int64_t j = 0; j < len; ++j) { v[j] = v0[start + j]; acc[j] = 0; }               \
+        for (int64_t t = 0; t < steps; ++t)                                                   \
+            NAME##_frame(v, acc, c + t * frame_stride + start, len, theta, value);            \
+        NAME##_finish(v, acc, v_out + start, n_out + start, sign_out + start, len, steps,     \
+                      theta, value);                                                          \
+    }                                                                                         \
+}
+
+SPIKEBRIDGE_PRESIMULATE(spikebridge_presimulate_f32, float, __builtin_fabsf, __builtin_copysignf,
+                        8388608.0f)
+SPIKEBRIDGE_PRESIMULATE(spikebridge_presimulate_f64, double, __builtin_fabs, __builtin_copysign,
+                        4503599627370496.0)
 """
 
 _FLAGS = ["-O3", "-fPIC", "-shared", "-fopenmp", "-ffp-contract=off", "-fno-fast-math",
@@ -94,6 +154,7 @@ _lock = threading.Lock()
 _library: ctypes.CDLL | None = None
 _status = "not built yet"
 _FUNCTIONS: dict[torch.dtype, tuple[ctypes._CFuncPtr, type]] = {}
+_PRESIMULATE: dict[torch.dtype, ctypes._CFuncPtr] = {}
 
 
 def _cache_dir() -> Path:
@@ -155,6 +216,12 @@ def _build() -> ctypes.CDLL | None:
         fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
                        real, real, real, ctypes.c_int, ctypes.c_int]
         _FUNCTIONS[dtype] = (fn, real)
+        pre = getattr(library, name.replace("if_step", "presimulate"))
+        pre.restype = None
+        pre.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64,
+                        ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
+                        real, real, ctypes.c_int]
+        _PRESIMULATE[dtype] = pre
     _status = f"fused C kernel ({target})"
     return library
 
@@ -185,8 +252,11 @@ def _same_dense_layout(v: torch.Tensor, *others: torch.Tensor) -> bool:
             memory_format=torch.channels_last_3d))
     if not dense:
         return False
-    return all(t.shape == v.shape and t.stride() == v.stride() and t.dtype == v.dtype
-               and t.device == v.device for t in others)
+    # the stride of a size-1 dim never moves an element (a folded batch of one has any)
+    strides = [s for s, n in zip(v.stride(), v.shape, strict=True) if n != 1]
+    return all(t.shape == v.shape and t.dtype == v.dtype and t.device == v.device
+               and [s for s, n in zip(t.stride(), t.shape, strict=True) if n != 1] == strides
+               for t in others)
 
 
 def fused_if_step_(
@@ -217,3 +287,52 @@ def fused_if_step_(
     else:
         fn(*arguments)
     return True
+
+
+def fused_presimulation(
+    currents: torch.Tensor, threshold: float, v0: torch.Tensor, steps: int, *, constant: bool,
+    value: float | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    r"""COS's first pre-simulation in one pass (docs/methods.md §4.5); ``None`` if not applicable.
+
+    Per neuron, ``steps`` (ρ) soft-reset IF steps from ``v0`` over the first ρ frames of
+    ``currents`` (``[T', B, ...]``, or ``[B, ...]`` with ``constant=True``), kept in registers:
+
+    .. math::
+        m = v + c(t),\qquad s = [m \ge \theta],\qquad v \leftarrow m - \theta s,
+
+    returning ``(v(ρ), N, sign)`` in ``v0``'s layout: ``N = round(Σ_t A s(t) / A)`` as
+    :func:`spikebridge.neurons.integrate_and_fire` counts (``A`` = ``value``, θ by default) and
+    Theorem 1's offset sign (:func:`spikebridge.methods.cos.offset_sign`, int8): −1 if
+    ``N ≥ 1`` and ``v(ρ) < 0``, +1 if ``N < ρ`` and ``v(ρ) ≥ θ``, else 0. Same bits as the eager
+    ``integrate_and_fire(..., track_count=True)`` plus ``offset_sign`` (same float operations in
+    the same order, θ and ``A`` rounded to the dtype; ``tests/test_if_kernel.py``). Applicable to
+    CPU float32/float64 ``v0`` of one dense layout whose current frames share that layout,
+    outside autograd; otherwise the caller runs the eager path.
+    """
+    if v0.device.type != "cpu" or v0.dtype not in (torch.float32, torch.float64):
+        return None
+    if steps < 1 or (not constant and (currents.dim() != v0.dim() + 1
+                                       or currents.shape[0] < steps)):
+        return None
+    frame = currents if constant else currents[0]
+    if not _same_dense_layout(v0, frame):
+        return None
+    if torch.is_grad_enabled() and (v0.requires_grad or currents.requires_grad):
+        return None
+    if _load() is None:
+        return None
+    v = torch.empty_like(v0)
+    count = torch.empty_like(v0)
+    sign = torch.empty_like(v0, dtype=torch.int8)
+    fn, real = _PRESIMULATE[v0.dtype], _FUNCTIONS[v0.dtype][1]
+    value = threshold if value is None else value
+    arguments = (v0.data_ptr(), currents.data_ptr(), 0 if constant else currents.stride(0),
+                 steps, v.data_ptr(), count.data_ptr(), sign.data_ptr(), v0.numel(),
+                 real(threshold), real(value), torch.get_num_threads())
+    if torch.autograd.profiler._is_profiler_enabled:
+        with torch.profiler.record_function("spikebridge::fused_presimulation"):
+            fn(*arguments)
+    else:
+        fn(*arguments)
+    return v, count, sign

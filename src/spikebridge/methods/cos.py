@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from ..if_kernel import fused_presimulation
 from ..neurons import IFNeuron, integrate_and_fire
 from .base import ActivationSite, ConversionMethod, require_threshold
 
@@ -136,24 +137,25 @@ class OffsetSpikeCalibration:
     ) -> torch.Tensor:
         """Calibrated ``v(0)`` for every neuron of the batch (docs/methods.md §4.5 stage 1).
 
-        The full layer is pre-simulated once without bookkeeping (the plain IF update plus a
-        spike count); Theorem 2's extrema are then computed only for the neurons Theorem 1
+        The full layer is pre-simulated once without extrema — ρ soft-reset steps, the spike
+        count and Theorem 1's sign in one fused pass (:meth:`_first_presimulation`); Theorem 2's
+        extrema are then computed only for the neurons Theorem 1
         flags, gathered into a compact tensor — usually a small fraction of the layer — so the
         calibration costs little more than ρ ordinary steps.
         """
         if self.iterations == 0:
             return v0
-        first = integrate_and_fire(currents, threshold, v0, self.rho, constant=constant,
-                                   reset=reset, record_output=False, track_count=True)
+        v_first, count_first, sign_first = self._first_presimulation(
+            currents, threshold, v0, constant=constant, reset=reset)
         if self.variant == "lightweight":
-            return first.v
+            return v_first
         calibrated = torch.empty_like(v0).copy_(v0)  # v0's (dense) layout
         # Neurons are addressed in memory order when currents and v0 share one dense layout
         # (channels_last included): flattening is then a view, not a copy of the layer.
         like = currents if constant else currents[0]
         flat = _memory_order if like.stride() == calibrated.stride() else _logical_order
-        v_res, n_first = flat(first.v), flat(first.count)
-        flagged = offset_sign(v_res, n_first, self.rho, threshold).nonzero().squeeze(1)
+        v_res, n_first = flat(v_first), flat(count_first)
+        flagged = flat(sign_first).nonzero().squeeze(1)
         if flagged.numel() == 0:
             return v0
         frames = flat(currents)[flagged] if constant else (
@@ -166,6 +168,25 @@ class OffsetSpikeCalibration:
         if target.untyped_storage().data_ptr() == calibrated.untyped_storage().data_ptr():
             return calibrated  # target was a view: written in place
         return target.view(v0.shape)  # a copy in index order
+
+    def _first_presimulation(
+        self, currents: torch.Tensor, threshold: float, v0: torch.Tensor, *, constant: bool,
+        reset: str,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        r"""ρ steps from ``v0``: :math:`v(\rho)`, the count :math:`N` and Theorem 1's sign (§4.5).
+
+        :math:`m = v + c(t)`, :math:`s = [m \ge \theta]`, :math:`v \leftarrow m - \theta s`
+        (docs/methods.md §4.5 stage 1), then :func:`offset_sign`. Soft reset runs the fused
+        one-pass kernel (:func:`spikebridge.if_kernel.fused_presimulation`, same bits) where it
+        applies; otherwise the eager :func:`integrate_and_fire` and :func:`offset_sign`.
+        """
+        if reset == "subtract":
+            fused = fused_presimulation(currents, threshold, v0, self.rho, constant=constant)
+            if fused is not None:
+                return fused
+        first = integrate_and_fire(currents, threshold, v0, self.rho, constant=constant,
+                                   reset=reset, record_output=False, track_count=True)
+        return first.v, first.count, offset_sign(first.v, first.count, self.rho, threshold)
 
     def _shift(
         self, frames: torch.Tensor, threshold: float, start: torch.Tensor, v_res: torch.Tensor,
