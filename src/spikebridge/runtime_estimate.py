@@ -21,8 +21,9 @@ __all__ = ["LONG_RUN_SECONDS", "estimate_simulation_seconds", "format_duration"]
 LONG_RUN_SECONDS = 600.0
 """Runs estimated to take longer than this are announced with a warning (CLI)."""
 
-PROBE_SAMPLES = 8
+PROBE_SAMPLES = 32
 PROBE_STEPS = 4
+PROBE_REPEATS = 3  # the fastest of these counts: a busy machine only ever slows a probe down
 
 
 def _frames(snn: SpikingNetwork, steps: Sequence[int]) -> int:
@@ -39,15 +40,18 @@ def estimate_simulation_seconds(
     """Seconds to simulate ``n_samples`` inputs like ``x`` for ``steps``.
 
     Times ``simulate`` on the first :data:`PROBE_SAMPLES` samples of ``x`` for
-    ``min(max(steps), PROBE_STEPS)`` steps (after one warm-up call) and scales by
+    ``min(max(steps), PROBE_STEPS)`` steps (after one warm-up call; the fastest of
+    :data:`PROBE_REPEATS` calls, since other load on the machine only adds time) and scales by
     samples × frames. Small probes carry a larger per-call overhead, so the estimate errs long.
     """
     probe = x[:PROBE_SAMPLES]
     probe_steps = min(max(steps), PROBE_STEPS)
     simulate(snn, probe, probe_steps, mode=mode, nonfinite=nonfinite)  # warm-up
-    start = time.perf_counter()
-    simulate(snn, probe, probe_steps, mode=mode, nonfinite=nonfinite)
-    seconds = time.perf_counter() - start
+    seconds = float("inf")
+    for _ in range(PROBE_REPEATS):
+        start = time.perf_counter()
+        simulate(snn, probe, probe_steps, mode=mode, nonfinite=nonfinite)
+        seconds = min(seconds, time.perf_counter() - start)
     per_sample_frame = seconds / (probe.shape[0] * snn.frames_needed(probe_steps))
     return per_sample_frame * n_samples * _frames(snn, steps)
 
