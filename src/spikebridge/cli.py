@@ -511,17 +511,17 @@ def _calibration_data(args: argparse.Namespace, config: dict):
     return CalibrationData(loader, len(subset), progress=not args.quiet)
 
 
-def _warn_if_long(args: argparse.Namespace, snn, loader, steps: list[int], label: str,
+def _warn_if_long(args: argparse.Namespace, snn, x, images: int, steps: list[int], label: str,
                   nonfinite: str) -> None:
-    """One stderr line when a short probe predicts a run longer than LONG_RUN_SECONDS."""
+    """One stderr line when a short probe on batch ``x`` predicts that simulating ``images``
+    (this process's share of the test set) takes longer than LONG_RUN_SECONDS."""
     from .distributed import world_size
     from .runtime_estimate import LONG_RUN_SECONDS, estimate_simulation_seconds, format_duration
 
     if not _is_main_process():  # every process runs its share in the same time: warn once
         return
-    x = next(iter(loader))[0].to(args.device)
+    x = x.to(args.device)
     snn.to(args.device).eval()
-    images = len(loader.dataset)  # this process's share of the test set
     seconds = estimate_simulation_seconds(snn, x, steps, images, mode=args.mode,
                                           nonfinite=nonfinite)
     if seconds > LONG_RUN_SECONDS:
@@ -545,6 +545,7 @@ def _run_methods(args: argparse.Namespace, specs: list, steps: list[int]):
 
         check_bits(args.weight_bits)
     loaded: dict[Path, tuple] = {}
+    probe_batches: dict[Path, torch.Tensor] = {}  # one per model: no second loader start-up
     ann_accuracy: dict[Path, float | None] = {}
     records = []
     for spec in specs:
@@ -557,7 +558,10 @@ def _run_methods(args: argparse.Namespace, specs: list, steps: list[int]):
         snn = convert(ann, method, calibration_data=calibration, weight_bits=args.weight_bits,
                       progress=not args.quiet)
         nonfinite = "propagate" if args.allow_nonfinite else "error"
-        _warn_if_long(args, snn, loader, steps, spec.label, nonfinite)
+        if model_dir not in probe_batches and _is_main_process():
+            probe_batches[model_dir] = next(iter(loader))[0]
+        _warn_if_long(args, snn, probe_batches.get(model_dir), len(loader.dataset), steps,
+                      spec.label, nonfinite)
         result = evaluate(snn, loader, steps, ann=ann if model_dir not in ann_accuracy else None,
                           mode=args.mode, device=args.device, progress=not args.quiet,
                           description=f"{spec.label}: simulating T={max(steps)}",
