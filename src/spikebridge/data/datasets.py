@@ -452,6 +452,11 @@ _REGISTRY: dict[str, Callable[[str, str | Path | None], ImageDataset]] = {
     "mnist": _load_mnist,
 }
 
+def dataset_key(name: str) -> str:
+    """The registry spelling of a dataset name: ``Fashion_MNIST`` → ``fashion-mnist``."""
+    return name.strip().lower().replace("_", "-")
+
+
 STREAMING_DATASETS = ("imagefolder", "imagenet")
 """Datasets read image by image from disk (:func:`spikebridge.data.load_streaming_dataset`)."""
 
@@ -483,7 +488,7 @@ def load_dataset(
         DatasetFormatError: the files are inconsistent (counts, shapes, label range).
         IdxFormatError: an IDX file is malformed.
     """
-    key = name.strip().lower().replace("_", "-")
+    key = dataset_key(name)
     if key in STREAMING_DATASETS:
         raise ValueError(
             f"dataset {key!r} is streamed from disk, not loaded into memory (ImageNet does not "

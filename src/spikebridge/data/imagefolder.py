@@ -54,6 +54,7 @@ from spikebridge.data.datasets import (
     DatasetFormatError,
     DatasetNotFoundError,
     _search_roots,
+    dataset_key,
 )
 from spikebridge.data.loader import EpochCounter
 
@@ -581,7 +582,7 @@ def load_streaming_dataset(
         DatasetNotFoundError: the split folder is not found or holds no images.
         DatasetFormatError: class folders of the split are not among the training classes.
     """
-    key = name.strip().lower().replace("_", "-")
+    key = dataset_key(name)
     if key not in STREAMING_DATASETS:
         raise ValueError(
             f"{name!r} is not a streamed dataset ({', '.join(list_streaming_datasets())}); "

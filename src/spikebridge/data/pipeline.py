@@ -23,7 +23,12 @@ from typing import Any
 import torch
 
 from spikebridge import distributed
-from spikebridge.data.datasets import STREAMING_DATASETS, ImageDataset, load_dataset
+from spikebridge.data.datasets import (
+    STREAMING_DATASETS,
+    ImageDataset,
+    dataset_key,
+    load_dataset,
+)
 from spikebridge.data.imagefolder import (
     ImageFolderDataset,
     StreamingLoader,
@@ -48,7 +53,7 @@ Loader = BatchLoader | StreamingLoader
 
 def is_streamed(name: str) -> bool:
     """Whether dataset ``name`` is read image by image from disk (ImageNet, image folders)."""
-    return name.strip().lower().replace("_", "-") in STREAMING_DATASETS
+    return dataset_key(name) in STREAMING_DATASETS
 
 
 def open_dataset(

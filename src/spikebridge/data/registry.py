@@ -15,6 +15,7 @@ from spikebridge.data.datasets import (
     FASHION_MNIST_STD,
     MNIST_MEAN,
     MNIST_STD,
+    dataset_key,
 )
 from spikebridge.data.imagefolder import IMAGENET_MEAN, IMAGENET_STD
 
@@ -81,7 +82,7 @@ def dataset_info(name: str) -> DatasetInfo:
     Raises:
         ValueError: ``name`` is not registered; the message lists the names that are.
     """
-    key = name.strip().lower().replace("_", "-")
+    key = dataset_key(name)
     if key not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(sorted(DATASETS))}")
     return DATASETS[key]
