@@ -77,3 +77,23 @@ def test_channels_last_weights_also_when_parameters_are_inference_tensors():
     assert not weight.is_inference() and weight.is_contiguous(memory_format=CL)
     assert torch.equal(sb.simulate(snn, x, 4), expected)
     assert result.operations is not None
+
+
+@pytest.mark.parametrize("method", ["qcfs", "cos"])
+def test_one_channel_input_still_runs_every_layer_channels_last(method):
+    # A [C, 1, k, k] weight (and a [B, 1, H, W] image) count as channels_last-contiguous in
+    # NCHW strides; unless they are restrided, oneDNN runs the first layer — its IF update and
+    # the pooling after it — in NCHW, where average pooling was ~7× slower (issue #10).
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 6, 3, padding=1), sb.activations.QCFS(4, 1.0),
+        torch.nn.AvgPool2d(2),
+        torch.nn.Conv2d(6, 6, 3, padding=1), sb.activations.QCFS(4, 1.2),
+        torch.nn.Flatten(), torch.nn.Linear(6 * 4 * 4, 3)).eval()
+    snn = sb.convert(model, method, **({"rho": 2} if method == "cos" else {}))
+    x = torch.rand(5, 1, 8, 8)
+    outputs = sb.simulate(snn, x, 3)
+    states = [n.v for n in snn.neurons().values() if n.v.dim() == 4]
+    assert len(states) == 2
+    assert all(v.stride()[1] == 1 for v in states), [v.stride() for v in states]
+    assert torch.equal(outputs, sb.simulate(snn, x, 3, mode="layer"))

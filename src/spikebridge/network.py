@@ -114,12 +114,16 @@ class SpikingNetwork(nn.Module):
         with torch.inference_mode(False), torch.no_grad():
             for module in self.network.modules():
                 for name, param in list(module.named_parameters(recurse=False)):
-                    if param.dim() == 4 and not param.is_contiguous(
-                        memory_format=torch.channels_last
-                    ):
+                    if param.dim() != 4:
+                        continue
+                    # .to(), not .contiguous(): a weight with one input channel
+                    # ([C, 1, k, k]) counts as channels_last-contiguous in NCHW strides, and
+                    # .contiguous() keeps those; oneDNN then runs the layer — and the IF update
+                    # and pooling after it — in NCHW, where average pooling is ~7× slower
+                    packed = param.detach().to(memory_format=torch.channels_last)
+                    if packed.stride() != param.stride():
                         setattr(module, name, nn.Parameter(
-                            param.detach().contiguous(memory_format=torch.channels_last),
-                            requires_grad=param.requires_grad))
+                            packed, requires_grad=param.requires_grad))
         self._split = None
         self._channels_last = True
 

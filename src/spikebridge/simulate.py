@@ -151,7 +151,7 @@ def _simulate(snn: SpikingNetwork, x: torch.Tensor, steps: int, mode: str) -> to
         # channels_last on CPU, in every mode: oneDNN's faster convolutions, and every IF
         # layer's state in its currents' layout, updated in one fused pass (docs/benchmarks.md §4)
         snn.prefer_channels_last()
-        x = x.contiguous(memory_format=torch.channels_last)
+        x = x.to(memory_format=torch.channels_last)  # restrides one-channel input too
     snn.reset_state()
     snn.set_horizon(steps)
     with torch.inference_mode():
