@@ -29,3 +29,24 @@ def wall_seconds(fn: Callable[[torch.Tensor], object], batches: list[torch.Tenso
     for x in batches:
         fn(x)
     return time.perf_counter() - start
+
+
+def allocator_setting(retain: bool) -> str:
+    """Apply (``retain``) spikebridge's freed-memory retention for this whole process — ANN
+    baselines and SNN alike — and describe the allocator setting in force, for the record.
+
+    Older spikebridge versions (the "before" runs) lack the module; the same glibc setting is
+    then given by ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` at start-up.
+    """
+    import os
+
+    env = {k: os.environ[k] for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
+           if k in os.environ}
+    if not retain:
+        return f"glibc defaults{' + ' + str(env) if env else ''}"
+    try:
+        from spikebridge.memory_reuse import retain_freed_memory, retention_status
+    except ImportError:
+        return f"no spikebridge.memory_reuse in this version; environment {env or 'none'}"
+    retain_freed_memory(respect_environment=False)
+    return retention_status()

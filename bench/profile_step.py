@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import torch
+from common import allocator_setting  # noqa: E402 - bench/ is the script directory
 from simulation_cost import MODEL_SETUPS, model_and_images, relu_network
 from torch.profiler import ProfilerActivity, profile
 
@@ -48,8 +49,11 @@ def main() -> None:
     parser.add_argument("--T", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--no-retain-memory", dest="retain_memory", action="store_false",
+                        help="glibc's default allocator setting for the whole process")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    print(f"allocator: {allocator_setting(args.retain_memory)}")
     setup = MODEL_SETUPS[args.model]
     ann, x = model_and_images(args.model, setup["batch"])
     snn = sb.convert(ann, "qcfs")

@@ -36,6 +36,7 @@ import time
 from pathlib import Path
 
 import torch
+from common import allocator_setting  # noqa: E402 - bench/ is the script's directory
 from torch import nn
 
 import spikebridge as sb
@@ -226,16 +227,20 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=None, help="SNN batch size override")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-compile", dest="compile", action="store_false")
+    parser.add_argument("--no-retain-memory", dest="retain_memory", action="store_false",
+                        help="keep glibc's default (unmap freed large blocks) for the whole "
+                             "process; default: spikebridge.memory_reuse, for ANN and SNN alike")
     parser.add_argument("--label", default="run")
     parser.add_argument("--out-dir", type=Path, default=Path("bench/results/simulation_cost"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    allocator = allocator_setting(args.retain_memory)
     for name in args.models.split(","):
         started = time.perf_counter()
         load_before = os.getloadavg()
         result = {"model": name, "label": args.label, "threads": torch.get_num_threads(),
                   "torch": torch.__version__, "machine": platform.processor() or
-                  platform.machine(), "if_update": kernel_status(),
+                  platform.machine(), "if_update": kernel_status(), "allocator": allocator,
                   "load_avg_before": load_before, **run_model(name, args)}
         result["load_avg_after"] = os.getloadavg()
         result["wall_seconds"] = time.perf_counter() - started

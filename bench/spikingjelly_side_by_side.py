@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 import torch
+from common import allocator_setting  # noqa: E402 - bench/ is the script directory
 from torch import nn
 
 import spikebridge as sb
@@ -115,8 +116,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path,
                         default=Path("bench/results/spikingjelly_side_by_side.json"))
+    parser.add_argument("--no-retain-memory", dest="retain_memory", action="store_false",
+                        help="glibc's default allocator setting for the whole process")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    allocator = allocator_setting(args.retain_memory)
     ann, config = load_checkpoint(SHIPPED_MODEL_DIR)
     ann.eval()
     data = [(x.contiguous(memory_format=torch.channels_last), y) for x, y in BatchLoader(
@@ -178,7 +182,7 @@ def main() -> None:
               "batch_size": args.batch_size, "T": steps, "bit_identical_outputs": identical,
               "accuracy_per_t": accuracy["ours"], "rounds": rounds, "ratios": ratios,
               "cpu_time_ratios": cpu_ratios,
-              "load_avg_after": os.getloadavg()}
+              "load_avg_after": os.getloadavg(), "allocator": allocator}
     try:
         from spikebridge.if_kernel import kernel_status
 

@@ -975,6 +975,11 @@ def main(argv: list[str] | None = None) -> int:
               f"(see `spikebridge {args.command} --help`)", file=sys.stderr)
         return 2
     debug = getattr(args, "debug", False)
+    from .memory_reuse import retain_freed_memory
+
+    # batch after batch reuses the same large buffers without page faults (memory_reuse);
+    # SPIKEBRIDGE_RETAIN_FREED_MEMORY=0 turns it off
+    retain_freed_memory()
     previous = warnings.showwarning
     if not debug:
         warnings.showwarning = _one_line_warnings(args.command)
