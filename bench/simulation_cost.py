@@ -1,12 +1,14 @@
 """Simulation cost against the strongest ANN baselines, interleaved in one process.
 
-For each model, the SNN (QCFS conversion, step mode) at T and COS (ρ = 4, the default mode)
-at T are timed on the same images as ANN baselines built from the *same BN-folded weights*:
+For each model, the SNN (QCFS conversion) at T and COS (ρ = 4) at T, both in the execution
+mode ``simulate`` picks by default (``--snn-mode`` to force one; recorded), are timed on the
+same images as ANN baselines built from the *same BN-folded weights*:
 
 * ``relu_eager``    — QCFS activations replaced by in-place ReLU, channels_last, inference
                       mode, at the best of several batch sizes (chosen once, before the rounds);
-* ``relu_compiled`` — the same network under ``torch.compile`` (inductor, weights frozen), at
-                      that batch size;
+* ``relu_compiled`` — the same network under ``torch.compile`` (inductor, weights frozen: conv
+                      + ReLU (+ residual add) fused, weights prepacked), at *its own* best batch
+                      size (compiled and timed for every candidate);
 * ``qcfs_eager``    — the BN-folded network with its QCFS activations, NCHW, at the SNN's batch
                       size: the baseline docs/benchmarks.md used before issue #10 (for continuity).
 
@@ -15,7 +17,12 @@ times) and right after it the SNN and COS runs at that T; ratios are
 ``SNN(T) / (T × baseline pass)`` against the baseline passes timed next to them, reported as
 min / median / max over rounds (fine interleaving keeps ratios usable on a shared machine).
 The per-step *target* is the fastest ReLU baseline (the "physical limit": the SNN step runs
-the same convolutions on same-shaped dense tensors, plus its state update).
+the same convolutions on same-shaped dense tensors, plus its state update). Each model gets
+enough images for the ANN's best batch size to be a real choice (an SNN folds T frames into
+one batch; an ANN limited to a few images would be an unfairly weak baseline).
+
+The whole process runs with :func:`spikebridge.memory_reuse.retain_freed_memory` (ANN and SNN
+alike; ``--no-retain-memory`` for glibc's defaults), as the ``spikebridge`` command does.
 
 fashion_cnn uses the shipped checkpoint on Fashion-MNIST test images; resnet20 and vgg16 use
 randomly initialised QCFS networks (random BN statistics and θ, seed 0) on random 3×32×32
@@ -43,13 +50,14 @@ import spikebridge as sb
 from spikebridge.activations import QCFS
 from spikebridge.convert import fold_graph_batchnorms, trace
 from spikebridge.models import create_model
+from spikebridge.simulate import resolve_mode
 
 # images, SNN batch size, baseline batch-size candidates per model (sized so that one model's
 # run stays within a few minutes on 2 cores)
 MODEL_SETUPS = {
     "fashion_cnn": {"images": 250, "batch": 250, "candidates": (50, 125, 250)},
-    "resnet20": {"images": 32, "batch": 32, "candidates": (8, 32)},
-    "vgg16": {"images": 8, "batch": 8, "candidates": (4, 8)},
+    "resnet20": {"images": 128, "batch": 128, "candidates": (16, 32, 64, 128)},
+    "vgg16": {"images": 32, "batch": 32, "candidates": (8, 16, 32)},
 }
 
 
@@ -150,24 +158,33 @@ def run_model(name: str, args: argparse.Namespace) -> dict:
         "relu_eager": lambda: one_pass(relu_cl, x, best_batch, True, torch.inference_mode),
         "qcfs_eager": lambda: one_pass(qcfs, x, batch, False, torch.inference_mode),
     }
-    compile_seconds = None
+    compile_seconds, compiled_per_batch, compiled_batch = None, {}, None
     if args.compile:
         import torch._inductor.config as inductor_config
 
         inductor_config.freezing = True  # weights as constants: conv+ReLU fused, prepacked
         compiled = torch.compile(copy.deepcopy(relu_cl), dynamic=False)
         start = time.perf_counter()
-        one_pass(compiled, x, best_batch, True, torch.no_grad)
-        if x.shape[0] % best_batch:
-            one_pass(compiled, x[: x.shape[0] % best_batch], best_batch, True, torch.no_grad)
+        for b in per_batch:  # its own best batch size: one compilation per shape
+            one_pass(compiled, x, b, True, torch.no_grad)
+            compiled_per_batch[b] = min(seconds(lambda b=b: one_pass(
+                compiled, x, b, True, torch.no_grad)) for _ in range(3))
         compile_seconds = time.perf_counter() - start
-        baselines["relu_compiled"] = lambda: one_pass(compiled, x, best_batch, True,
+        compiled_batch = min(compiled_per_batch, key=compiled_per_batch.get)
+        print(f"[{name}] compiled ReLU pass seconds by batch size: {compiled_per_batch} -> "
+              f"{compiled_batch}", flush=True)
+        baselines["relu_compiled"] = lambda: one_pass(compiled, x, compiled_batch, True,
                                                       torch.no_grad)
+    cos_mode = "hybrid" if args.snn_mode == "step" else args.snn_mode  # COS starts layer-wise
     runs = {}
     for t in steps:
-        runs[f"snn_T{t}"] = (t, lambda t=t: [sb.simulate(snn, part, t, mode="step")
+        runs[f"snn_T{t}"] = (t, lambda t=t: [sb.simulate(snn, part, t, mode=args.snn_mode)
                                             for part in x.split(batch)])
-        runs[f"cos_T{t}"] = (t, lambda t=t: [sb.simulate(cos, part, t) for part in x.split(batch)])
+        runs[f"cos_T{t}"] = (t, lambda t=t: [sb.simulate(cos, part, t, mode=cos_mode)
+                                            for part in x.split(batch)])
+    modes = {"snn": resolve_mode(snn, args.snn_mode, x.device),
+             "cos": resolve_mode(cos, cos_mode, x.device)}
+    print(f"[{name}] execution modes: {modes}", flush=True)
     for fn in baselines.values():  # warm-up
         fn()
     for _, fn in runs.values():
@@ -203,6 +220,8 @@ def run_model(name: str, args: argparse.Namespace) -> dict:
                 for row in rounds])
     return {"images": int(x.shape[0]), "snn_batch": batch, "baseline_batch": best_batch,
             "eager_relu_pass_by_batch": per_batch, "compile_seconds": compile_seconds,
+            "compiled_relu_pass_by_batch": compiled_per_batch,
+            "compiled_baseline_batch": compiled_batch, "execution_modes": modes,
             "rho": args.rho, "T": steps, "rounds": rounds, "ratios": ratios,
             "cpu_time_ratios": cpu_ratios}
 
@@ -227,6 +246,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=None, help="SNN batch size override")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-compile", dest="compile", action="store_false")
+    parser.add_argument("--snn-mode", default="auto", choices=("auto", "step", "layer"),
+                        help="execution mode of the SNN and COS runs (COS: step means hybrid)")
     parser.add_argument("--no-retain-memory", dest="retain_memory", action="store_false",
                         help="keep glibc's default (unmap freed large blocks) for the whole "
                              "process; default: spikebridge.memory_reuse, for ANN and SNN alike")

@@ -31,7 +31,7 @@ import os
 import sys
 
 __all__ = ["ENVIRONMENT_SWITCH", "RETAINED_BLOCK_BYTES", "retain_freed_memory",
-           "retention_status"]
+           "retention_active", "retention_status"]
 
 # glibc's mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD = -1
@@ -41,6 +41,7 @@ RETAINED_BLOCK_BYTES = 1 << 30
 ENVIRONMENT_SWITCH = "SPIKEBRIDGE_RETAIN_FREED_MEMORY"
 
 _status = "not requested"
+_active = False
 
 
 def _glibc() -> ctypes.CDLL | None:
@@ -62,7 +63,7 @@ def retain_freed_memory(*, respect_environment: bool = True) -> bool:
     Windows, musl) and, with ``respect_environment``, when ``SPIKEBRIDGE_RETAIN_FREED_MEMORY``
     is ``0``; :func:`retention_status` says which.
     """
-    global _status
+    global _status, _active
     if respect_environment and os.environ.get(ENVIRONMENT_SWITCH, "1").strip() == "0":
         _status = f"off ({ENVIRONMENT_SWITCH}=0)"
         return False
@@ -80,9 +81,15 @@ def retain_freed_memory(*, respect_environment: bool = True) -> bool:
     if not (trimmed and mapped):
         _status = "refused by this glibc's mallopt; the allocator's defaults apply"
         return False
+    _active = True
     _status = (f"on: glibc keeps freed memory (blocks up to {RETAINED_BLOCK_BYTES >> 20} MiB "
                "from the heap)")
     return True
+
+
+def retention_active() -> bool:
+    """Whether :func:`retain_freed_memory` has put the setting in force in this process."""
+    return _active
 
 
 def retention_status() -> str:
