@@ -20,6 +20,7 @@ from simulation_cost import MODEL_SETUPS, model_and_images, relu_network
 from torch.profiler import ProfilerActivity, profile
 
 import spikebridge as sb
+from spikebridge.simulate import resolve_mode
 
 GROUPS = {
     "convolution": ("aten::mkldnn_convolution", "aten::convolution_overrideable",
@@ -28,7 +29,8 @@ GROUPS = {
     "pooling": ("aten::avg_pool2d", "aten::adaptive_avg_pool2d", "aten::mean"),
     "activation / IF update": ("aten::relu_", "aten::clamp_min_", "aten::relu", "aten::add_",
                                "aten::ge", "aten::sub_", "aten::mul_",
-                               "spikebridge::fused_if_step"),
+                               "spikebridge::fused_if_step", "aten::select", "aten::view",
+                               "aten::as_strided"),
     "copies / allocation": ("aten::copy_", "aten::empty", "aten::empty_like",
                             "aten::empty_strided", "aten::clone", "aten::fill_", "aten::stack",
                             "aten::cat", "aten::contiguous", "aten::_to_copy"),
@@ -49,6 +51,8 @@ def main() -> None:
     parser.add_argument("--T", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--mode", default="auto", choices=("auto", "step", "layer"),
+                        help="the SNN's execution mode (default: what simulate picks)")
     parser.add_argument("--no-retain-memory", dest="retain_memory", action="store_false",
                         help="glibc's default allocator setting for the whole process")
     args = parser.parse_args()
@@ -66,10 +70,11 @@ def main() -> None:
                 relu(xcl)
 
     def snn_run() -> None:
-        sb.simulate(snn, x, args.T, mode="step")
+        sb.simulate(snn, x, args.T, mode=args.mode)
 
-    result = {}
-    for name, fn in (("relu_forward_x_T", ann_run), ("snn_step", snn_run)):
+    mode = resolve_mode(snn, args.mode, x.device)
+    result = {"snn_mode": mode}
+    for name, fn in (("relu_forward_x_T", ann_run), (f"snn_{mode}", snn_run)):
         fn()
         start = time.perf_counter()
         fn()

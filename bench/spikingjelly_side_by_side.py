@@ -10,9 +10,11 @@ activation becomes ``IFNode(v_threshold=θ, v_reset=None)`` (soft reset, θ per 
 at ``v = θ/2`` and followed by a multiplication by θ (spikebridge's weighted spikes ``θ·s``).
 Both run in channels_last, as spikebridge's simulator does on CPU. The script asserts that the
 two give identical accuracy at every t ≤ T and bit-identical outputs, then times, interleaved
-over several rounds: spikebridge (step mode), SpikingJelly single-step (``step_mode='s'``, the
-whole network once per step) and SpikingJelly multi-step (``step_mode='m'``, time folded into the
-batch for the stateless layers, as ``SeqToANNContainer`` does).
+over several rounds: spikebridge (the mode ``simulate`` picks, ``--our-mode`` to force one),
+SpikingJelly single-step (``step_mode='s'``, the whole network once per step) and SpikingJelly
+multi-step (``step_mode='m'``, time folded into the batch for the stateless layers, as
+``SeqToANNContainer`` does). The process retains freed memory (``--no-retain-memory``: glibc's
+defaults), for all three alike.
 
     python bench/spikingjelly_side_by_side.py [--limit 1000] [--T 4,8,32] [--rounds 4]
 """
@@ -38,7 +40,7 @@ from spikebridge.checkpoint import load_checkpoint
 from spikebridge.convert import fold_graph_batchnorms, trace
 from spikebridge.data import BatchLoader, load_dataset
 from spikebridge.shipped import SHIPPED_MODEL_DIR
-from spikebridge.simulate import correct_over_time
+from spikebridge.simulate import correct_over_time, resolve_mode
 
 try:
     from spikingjelly.activation_based import neuron
@@ -114,6 +116,8 @@ def main() -> None:
     parser.add_argument("--T", default="4,8,32")
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--our-mode", default="auto", choices=("auto", "step", "layer"),
+                        help="spikebridge's execution mode (default: what simulate picks)")
     parser.add_argument("--out", type=Path,
                         default=Path("bench/results/spikingjelly_side_by_side.json"))
     parser.add_argument("--no-retain-memory", dest="retain_memory", action="store_false",
@@ -135,7 +139,8 @@ def main() -> None:
     correct = {k: torch.zeros(horizon, dtype=torch.long) for k in ("ours", "sj_s", "sj_m")}
     identical = True
     for x, y in data:
-        ours = sb.simulate(snn, x, horizon, mode="step")
+        ours = sb.simulate(snn, x, horizon, mode=args.our_mode)
+        identical &= torch.equal(ours, sb.simulate(snn, x, horizon, mode="step"))
         theirs_s = run_single_step(single, x, horizon)
         theirs_m = run_multi_step(multi, x, horizon)
         identical &= torch.equal(ours, theirs_s) and torch.equal(ours, theirs_m)
@@ -151,7 +156,8 @@ def main() -> None:
     # 2. timing, interleaved
     runs = {}
     for t in steps:
-        runs[f"ours_T{t}"] = lambda t=t: [sb.simulate(snn, x, t, mode="step") for x, _ in data]
+        runs[f"ours_T{t}"] = lambda t=t: [sb.simulate(snn, x, t, mode=args.our_mode)
+                                          for x, _ in data]
         runs[f"sj_single_T{t}"] = lambda t=t: [run_single_step(single, x, t) for x, _ in data]
         runs[f"sj_multi_T{t}"] = lambda t=t: [run_multi_step(multi, x, t) for x, _ in data]
     for fn in runs.values():
@@ -182,7 +188,8 @@ def main() -> None:
               "batch_size": args.batch_size, "T": steps, "bit_identical_outputs": identical,
               "accuracy_per_t": accuracy["ours"], "rounds": rounds, "ratios": ratios,
               "cpu_time_ratios": cpu_ratios,
-              "load_avg_after": os.getloadavg(), "allocator": allocator}
+              "load_avg_after": os.getloadavg(), "allocator": allocator,
+              "our_mode": resolve_mode(snn, args.our_mode, torch.device("cpu"))}
     try:
         from spikebridge.if_kernel import kernel_status
 

@@ -239,3 +239,93 @@ def test_cos_calibration_with_and_without_the_fused_presimulation(
         assert torch.equal(_bits(g), _bits(rule.initial_potential(c, 0.9, v0, constant=k,
                                                                   reset="subtract")))
     assert not torch.equal(got[0], v0)
+
+
+@needs_kernel
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    theta=st.floats(1e-3, 1e3, allow_nan=False, allow_infinity=False),
+    amplitude=st.sampled_from([None, 1.0, 0.37]),
+    extra=st.sampled_from([0.0, 0.013]),
+    dtype=st.sampled_from([torch.float32, torch.float64]),
+    channels_last=st.booleans(),
+    steps=st.integers(1, 6),
+    constant=st.booleans(),
+    residual=st.booleans(),
+)
+def test_fused_scan_is_bit_identical_to_stepping_the_eager_reference(
+    seed, theta, amplitude, extra, dtype, channels_last, steps, constant, residual
+):
+    """The layer-wise scan = T eager steps, bit for bit; with a residual addend, = eager steps
+    on (a + b), the branches summed first."""
+    shape = (2, 3, 5, 4)
+    v0, _ = _inputs(seed, shape, dtype, theta, channels_last)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+
+    def frames(offset):
+        if constant:
+            return _inputs(seed + offset, shape, dtype, theta, channels_last)[1]
+        per_step = [_inputs(seed + offset + t, shape, dtype, theta, channels_last)[1]
+                    for t in range(steps + 1)]  # one frame more than the scan reads
+        folded = torch.cat(per_step).contiguous(memory_format=fmt)
+        return folded.view(steps + 1, *shape)
+
+    a = frames(100)
+    b = frames(200) if residual else None
+    value = theta if amplitude is None else amplitude
+    v_ref = v0.clone()
+    expected = []
+    for t in range(steps):
+        c = a if constant else a[t]
+        c = c if b is None else c + (b if constant else b[t])
+        x = torch.empty_like(v_ref)
+        reference_if_step_(v_ref, c, theta, x, amplitude=amplitude, extra=extra)
+        expected.append(x)
+    v = v0.clone()
+    out = torch.empty((steps * shape[0], *shape[1:]), dtype=dtype,
+                      memory_format=fmt).view(steps, *shape)
+    assert if_kernel.fused_if_scan_(v, a, theta, out, steps, value, extra, constant=constant,
+                                    addends=b)
+    assert torch.equal(_bits(v), _bits(v_ref))
+    assert torch.equal(_bits(out), _bits(torch.stack(expected)))
+
+
+@needs_kernel
+def test_scan_in_the_parallel_loop_and_integrate_and_fire_use_it(monkeypatch):
+    g = torch.Generator().manual_seed(5)
+    currents = torch.randn(6, 16, 32, 14, 14, generator=g)  # > 16384 neurons per frame
+    shortcut = torch.randn(6, 16, 32, 14, 14, generator=g)
+    v0 = torch.full((16, 32, 14, 14), 0.4)
+    eager = integrate_and_fire(currents + shortcut, 0.8, v0, 6, track_count=True)  # per step
+    calls = []
+    scan = if_kernel.fused_if_scan_
+    monkeypatch.setattr(neurons, "fused_if_scan_",
+                        lambda *a, **k: calls.append(scan(*a, **k)) or calls[-1])
+    fused = integrate_and_fire(currents, 0.8, v0, 6, addends=shortcut)
+    assert calls == [True]
+    assert torch.equal(fused.v, eager.v) and torch.equal(fused.output, eager.output)
+    integrate_and_fire(currents, 0.8, v0, 6)  # without an addend: the per-step update
+    assert calls == [True]
+
+
+def test_scan_leaves_inapplicable_inputs_to_the_eager_path():
+    v = torch.zeros(2, 3, 4, 4)
+    frames = torch.ones(3, 2, 3, 4, 4)
+    out = torch.empty(3, 2, 3, 4, 4)
+    cl = torch.empty(6, 3, 4, 4, memory_format=torch.channels_last).view(3, 2, 3, 4, 4)
+    assert not if_kernel.fused_if_scan_(v, frames, 1.0, cl, 3, 1.0, constant=False)
+    assert not if_kernel.fused_if_scan_(v, frames, 1.0, out, 4, 1.0, constant=False)  # T' < T
+    assert not if_kernel.fused_if_scan_(v.half(), frames.half(), 1.0, out.half(), 3, 1.0,
+                                        constant=False)
+    assert not if_kernel.fused_if_scan_(v, frames, 1.0, out, 3, 1.0, constant=False,
+                                        addends=cl)
+    assert torch.equal(v, torch.zeros_like(v))
+
+
+def test_the_kernel_builds_wherever_a_c_compiler_exists():
+    """A source or flag error must fail here, not quietly turn the fused tests into skips."""
+    if if_kernel._compiler() is None or not if_kernel.kernel_available() and "disabled" in \
+            if_kernel.kernel_status():
+        pytest.skip(if_kernel.kernel_status())
+    assert if_kernel.kernel_available(), if_kernel.kernel_status()

@@ -49,7 +49,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from . import neurons as _neurons
-from .neurons import IFNeuron
+from .neurons import IFNeuron, input_current
 
 if TYPE_CHECKING:
     from .network import SpikingNetwork
@@ -399,6 +399,7 @@ class _Connectivity(fx.Interpreter):
         module = self.fetch_attr(target)
         x = args[0] if args else None
         if isinstance(module, IFNeuron):
+            x = input_current(args)  # a fused residual connection: both branches
             if target in self.targets:
                 raise NotImplementedError(
                     f"IF neuron {target!r} is called more than once; operation counting needs "

@@ -10,6 +10,7 @@ way for step-by-step and layer-wise execution.
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 
 import torch
@@ -18,7 +19,7 @@ from torch import fx, nn
 from .methods import ConversionMethod
 from .neurons import IFNeuron
 
-__all__ = ["SpikingNetwork", "TimeSplit", "split_time_invariant"]
+__all__ = ["SpikingNetwork", "TimeSplit", "fuse_residual_currents", "split_time_invariant"]
 
 
 @dataclass
@@ -66,12 +67,45 @@ def split_time_invariant(gm: fx.GraphModule) -> TimeSplit:
     for node in graph.nodes:
         if node.op == "get_attr" or node in dynamic or node.op == "output":
             env[node] = body_graph.node_copy(node, lambda n: env[n])
+    # decided on the unfused graph: a constant feeding a residual add is repeated over time in
+    # layer-wise execution, as the add needs, also once the add has moved into the neuron
     neuron_only = [all(is_neuron(user) for user in node.users) for node in boundary]
-    return TimeSplit(
-        fx.GraphModule(gm, prefix_graph, "TimeInvariantPrefix"),
-        fx.GraphModule(gm, body_graph, "SpikingBody"),
-        neuron_only,
-    )
+    body = fx.GraphModule(gm, body_graph, "SpikingBody")
+    fuse_residual_currents(body)
+    return TimeSplit(fx.GraphModule(gm, prefix_graph, "TimeInvariantPrefix"), body, neuron_only)
+
+
+_ADD_FUNCTIONS = (operator.add, torch.add)
+
+
+def fuse_residual_currents(gm: fx.GraphModule) -> int:
+    """Rewrite ``neuron(a + b)`` into ``neuron(a, b)`` where the sum feeds nothing else.
+
+    A residual block's output neuron integrates :math:`c = a + b` (the block's last
+    convolution plus the shortcut). Passed separately, the layer-wise IF scan
+    (:func:`spikebridge.if_kernel.fused_if_scan_`) sums them in registers — same rounding, and
+    the ``[T·B, ...]`` sum is never written to memory and read back (docs/benchmarks.md §4).
+    Only a plain two-tensor ``+`` (``operator.add`` / ``torch.add`` without ``alpha``) whose
+    only user is the neuron is rewritten. Returns the number of neurons rewritten.
+    """
+    fused = 0
+    for node in list(gm.graph.nodes):
+        if node.op != "call_module" or len(node.args) != 1 or node.kwargs:
+            continue
+        if not isinstance(gm.get_submodule(node.target), IFNeuron):
+            continue
+        (source,) = node.args
+        if (isinstance(source, fx.Node) and source.op == "call_function"
+                and source.target in _ADD_FUNCTIONS and not source.kwargs
+                and len(source.args) == 2 and len(source.users) == 1
+                and all(isinstance(a, fx.Node) for a in source.args)):
+            node.args = tuple(source.args)
+            gm.graph.erase_node(source)
+            fused += 1
+    if fused:
+        gm.graph.lint()
+        gm.recompile()
+    return fused
 
 
 class SpikingNetwork(nn.Module):

@@ -24,13 +24,14 @@ from typing import Protocol
 import torch
 from torch import nn
 
-from .if_kernel import fused_if_step_
+from .if_kernel import fused_if_scan_, fused_if_step_
 
 __all__ = [
     "IFNeuron",
     "IFTrace",
     "InitialPotentialCalibration",
     "if_step_",
+    "input_current",
     "integrate_and_fire",
     "reference_if_step_",
     "sequence_mode",
@@ -145,6 +146,7 @@ def integrate_and_fire(
     amplitude: float | None = None,
     extra: float = 0.0,
     negative: tuple[float, float] | None = None,
+    addends: torch.Tensor | None = None,
 ) -> IFTrace:
     r"""Run an IF neuron for ``steps`` steps (docs/methods.md §2.1 soft reset, §2.2 hard reset).
 
@@ -159,7 +161,9 @@ def integrate_and_fire(
     ``constant=True`` (the same current every step). ``v0`` is the initial potential ``v(0)``.
     ``track_count`` records ``N`` (net count ``Σ s`` for signed neurons); ``track_extrema``
     records ``N`` and COS's ``m↓``/``m↑`` (unsigned neurons only). ``amplitude``, ``extra`` and
-    ``negative`` are those of :func:`if_step_`.
+    ``negative`` are those of :func:`if_step_`. ``addends`` (frames like ``currents``): a second
+    current, e.g. a residual connection's other branch; the input is then
+    ``currents + addends``, summed first (in the fused scan without writing the sum).
     """
     if track_count and negative is not None and negative[1] != value_of(threshold, amplitude):
         raise ValueError("spike counts of a signed neuron need equal positive/negative amplitudes")
@@ -180,6 +184,15 @@ def integrate_and_fire(
             output = torch.empty((steps * v.shape[0], *v.shape[1:]), dtype=v.dtype,
                                  device=v.device, memory_format=torch.channels_last
                                  ).view(steps, *v.shape)
+        # a residual connection's two branches: summed in the fused scan, never in memory
+        # (same bits). Without an addend the per-step update below is as fast (measured).
+        if (addends is not None and negative is None and reset == "subtract"
+                and not (track_count or track_extrema)
+                and fused_if_scan_(v, currents, threshold, output, steps, value, extra,
+                                   constant=constant, addends=addends)):
+            return IFTrace(output=output, v=v)
+    if addends is not None:
+        currents = currents + addends
     # v's layout (channels_last included), so that the fused update applies
     scratch = torch.empty_like(v) if output is None else None
     count = fired_min = silent_max = None
@@ -240,6 +253,13 @@ class _SequenceContext:
 
 
 _SEQUENCE: list[_SequenceContext] = []
+
+
+def input_current(inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """The input current of an :class:`IFNeuron` call from its positional arguments (what a
+    forward pre-hook receives): ``current``, or ``current + addend`` for a fused residual
+    connection (:func:`spikebridge.network.fuse_residual_currents`)."""
+    return inputs[0] if len(inputs) == 1 or inputs[1] is None else inputs[0] + inputs[1]
 
 
 @contextmanager
@@ -344,9 +364,21 @@ class IFNeuron(nn.Module):
         """Forget the membrane potential (done by the simulator before every batch)."""
         self.v = None
 
-    def forward(self, current: torch.Tensor) -> torch.Tensor:
+    def forward(self, current: torch.Tensor, addend: torch.Tensor | None = None) -> torch.Tensor:
+        """One step (``[B, ...]``) or, in :func:`sequence_mode`, all steps (``[T*B, ...]``).
+
+        ``addend``: the input current is ``current + addend``. The simulator passes a residual
+        connection's two branches this way (:func:`spikebridge.network.fuse_residual_currents`),
+        so that the fused layer-wise scan sums them in registers instead of through memory.
+        Forward pre-hooks then see both tensors; :func:`input_current` sums them.
+        """
+        if addend is not None and (addend.shape != current.shape or not _SEQUENCE
+                                   or self.calibration is not None):
+            # step mode (no gain from fusing there, measured), broadcasting, or COS (its
+            # calibration reads the summed frames): sum here, as the unfused graph did
+            current, addend = current + addend, None
         if _SEQUENCE:
-            return self._forward_sequence(current, _SEQUENCE[-1])
+            return self._forward_sequence(current, _SEQUENCE[-1], addend)
         return self._forward_step(current)
 
     def _initial_potential(self, like: torch.Tensor) -> torch.Tensor:
@@ -365,14 +397,18 @@ class IFNeuron(nn.Module):
         if_step_(self.v, current, float(self.threshold), x, self.reset, **self._fire_kwargs())
         return x
 
-    def _forward_sequence(self, current: torch.Tensor, ctx: _SequenceContext) -> torch.Tensor:
+    def _forward_sequence(self, current: torch.Tensor, ctx: _SequenceContext,
+                          addend: torch.Tensor | None = None) -> torch.Tensor:
         steps, batch = ctx.steps, ctx.batch_size
+        addends = None
         if current.shape[0] == steps * batch:
             constant = False
             currents = current.view(steps, batch, *current.shape[1:])
             like = currents[0]
+            if addend is not None:
+                addends = addend.view(steps, batch, *addend.shape[1:])
         elif current.shape[0] == batch:
-            constant, currents, like = True, current, current
+            constant, currents, like, addends = True, current, current, addend
         else:
             raise RuntimeError(
                 f"IF neuron got a batch of {current.shape[0]}, expected {batch} (constant input) "
@@ -387,7 +423,7 @@ class IFNeuron(nn.Module):
             if v0.stride() != like.stride():  # keep the currents' layout (channels_last)
                 v0 = torch.empty_like(like).copy_(v0)
         trace = integrate_and_fire(
-            currents, theta, v0, steps, constant=constant, reset=self.reset,
+            currents, theta, v0, steps, constant=constant, reset=self.reset, addends=addends,
             **self._fire_kwargs(),
         )
         self.v = trace.v

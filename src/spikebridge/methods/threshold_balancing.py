@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 import torch
 
 from ..network import SpikingNetwork
+from ..neurons import input_current
 from ..normalization import normalize_weights
 from ..simulate import check_steps, simulate
 from .base import Preparation
@@ -50,7 +51,7 @@ class ThresholdBalancingMethod(DataNormalizedMethod):
             peak = [-float("inf")]
 
             def record(_module, inputs, peak=peak):
-                peak[0] = max(peak[0], float(inputs[0].max()))
+                peak[0] = max(peak[0], float(input_current(inputs).max()))
 
             handle = neuron.register_forward_pre_hook(record)
             try:
