@@ -147,6 +147,7 @@ def integrate_and_fire(
     extra: float = 0.0,
     negative: tuple[float, float] | None = None,
     addends: torch.Tensor | None = None,
+    in_place: bool = False,
 ) -> IFTrace:
     r"""Run an IF neuron for ``steps`` steps (docs/methods.md §2.1 soft reset, §2.2 hard reset).
 
@@ -164,6 +165,8 @@ def integrate_and_fire(
     ``negative`` are those of :func:`if_step_`. ``addends`` (frames like ``currents``): a second
     current, e.g. a residual connection's other branch; the input is then
     ``currents + addends``, summed first (in the fused scan without writing the sum).
+    ``in_place``: evolve ``v0`` itself (it becomes ``v(T)``) instead of a copy — for a caller
+    whose ``v0`` is a temporary (one pass over the layer's state less).
     """
     if track_count and negative is not None and negative[1] != value_of(threshold, amplitude):
         raise ValueError("spike counts of a signed neuron need equal positive/negative amplitudes")
@@ -176,7 +179,7 @@ def integrate_and_fire(
     if not constant and currents.shape[0] < steps:
         raise ValueError(f"{steps} steps requested but only {currents.shape[0]} input frames given")
     value = value_of(threshold, amplitude)
-    v = v0.clone()
+    v = v0 if in_place else v0.clone()
     output = None
     if record_output:
         output = v.new_empty((steps, *v.shape))
@@ -424,7 +427,7 @@ class IFNeuron(nn.Module):
                 v0 = torch.empty_like(like).copy_(v0)
         trace = integrate_and_fire(
             currents, theta, v0, steps, constant=constant, reset=self.reset, addends=addends,
-            **self._fire_kwargs(),
+            in_place=True, **self._fire_kwargs(),  # v0 is this call's own temporary
         )
         self.v = trace.v
         return trace.output.view(steps * batch, *trace.output.shape[2:])
