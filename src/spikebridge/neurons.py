@@ -375,10 +375,9 @@ class IFNeuron(nn.Module):
         so that the fused layer-wise scan sums them in registers instead of through memory.
         Forward pre-hooks then see both tensors; :func:`input_current` sums them.
         """
-        if addend is not None and (addend.shape != current.shape or not _SEQUENCE
-                                   or self.calibration is not None):
-            # step mode (no gain from fusing there, measured), broadcasting, or COS (its
-            # calibration reads the summed frames): sum here, as the unfused graph did
+        if addend is not None and (addend.shape != current.shape or not _SEQUENCE):
+            # step mode (no gain from fusing there, measured) or broadcasting: sum here, as the
+            # unfused graph did
             current, addend = current + addend, None
         if _SEQUENCE:
             return self._forward_sequence(current, _SEQUENCE[-1], addend)
@@ -420,8 +419,14 @@ class IFNeuron(nn.Module):
         theta = float(self.threshold)
         v0 = self._initial_potential(like)
         if self.calibration is not None:
+            # the calibration reads the summed current of its first frames only (ρ for COS):
+            # only those are summed here; the scan below sums the rest on the fly
+            read = currents if addends is None else (
+                currents + addends if constant
+                else currents[: self.calibration.frames_read()] + addends[
+                    : self.calibration.frames_read()])
             v0 = self.calibration.initial_potential(
-                currents, theta, v0, constant=constant, reset=self.reset
+                read, theta, v0, constant=constant, reset=self.reset
             )
             if v0.stride() != like.stride():  # keep the currents' layout (channels_last)
                 v0 = torch.empty_like(like).copy_(v0)
