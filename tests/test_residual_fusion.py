@@ -4,26 +4,17 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_simulate import _random_qcfs_model
 from torch import nn
 
 import spikebridge as sb
 from spikebridge import network
 from spikebridge.activations import QCFS
-from spikebridge.models import create_model
 from spikebridge.neurons import input_current
 
 
 def _random_resnet20(seed: int = 0) -> nn.Module:
-    torch.manual_seed(seed)
-    model = create_model("resnet20", 10, 3)
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.running_mean.uniform_(-0.2, 0.2)
-            m.running_var.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(0.0, 0.3)
-        if isinstance(m, QCFS):
-            m.theta.data.uniform_(0.5, 2.0)
-    return model.eval()
+    return _random_qcfs_model("resnet20", 3, seed)
 
 
 def _unfused(snn: sb.SpikingNetwork, monkeypatch) -> sb.SpikingNetwork:

@@ -36,6 +36,11 @@ in cache, and writes only :math:`v(\rho)`, the spike count ``N`` (rounded from
 :math:`\sum_t A s(t) / A`, as :func:`spikebridge.neurons.integrate_and_fire` counts) and
 Theorem 1's offset sign (§4.2) — one pass instead of about twenty; same bits as the eager
 ``integrate_and_fire(..., track_count=True)`` plus ``offset_sign``, by the same argument.
+
+**A residual block's output layer, layer-wise** (:func:`fused_if_scan_`): all T steps of the
+layer with the two branches of the residual connection summed in registers, ``m = v + (a + b)``
+— the eager ``neuron(a + b)``'s rounding, without the ``[T·B, ...]`` sum going through memory
+(:func:`spikebridge.network.fuse_residual_currents` hands the neuron both branches).
 """
 
 from __future__ import annotations
@@ -146,8 +151,9 @@ void NAME(const REAL *v0, const REAL *c, int64_t frame_stride, int64_t steps, RE
    at c + t * c_stride (0: a constant current) and of the output at x + t * x_stride. With a
    second current b (a residual connection's other branch, frame t at b + t * b_stride), the
    current is (c + b), rounded before it joins v, as the eager code sums the branches first.
-   Blocks of SPIKEBRIDGE_SCAN_BLOCK neurons keep v in L1 across the steps: v is read and written
-   once per layer instead of once per step, and the branch sum never goes through memory. */
+   Blocks of SPIKEBRIDGE_SCAN_BLOCK neurons keep v in cache across the steps: v is read and
+   written once per layer instead of once per step, and the branch sum never goes through
+   memory. */
 #define SPIKEBRIDGE_SCAN_LOOP(REAL, CURRENT, EXTRA)                                           \
     for (int64_t j = 0; j < len; ++j) {                                                       \
         REAL m = v[j] + CURRENT;                                                              \
