@@ -7,6 +7,7 @@ import sys
 import textwrap
 
 import pytest
+import torch
 
 from spikebridge import memory_reuse
 
@@ -54,3 +55,17 @@ def test_without_glibc_it_says_so(monkeypatch):
     monkeypatch.setattr(memory_reuse, "_glibc", lambda: None)
     assert memory_reuse.retain_freed_memory() is False
     assert "not glibc" in memory_reuse.retention_status()
+
+
+def test_the_default_mode_follows_memory_retention(monkeypatch):
+    """Layer-wise on CPU only when freed memory is retained (docs/benchmarks.md §4): without
+    it, its large buffers fault anew every batch and step-by-step is faster."""
+    from spikebridge.simulate import preferred_mode
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(memory_reuse, "_active", False)
+    assert (preferred_mode(cpu), preferred_mode(cpu, calibrating=True)) == ("step", "hybrid")
+    monkeypatch.setattr(memory_reuse, "_active", True)
+    assert (preferred_mode(cpu), preferred_mode(cpu, calibrating=True)) == ("layer", "layer")
+    monkeypatch.setattr(memory_reuse, "_active", False)
+    assert preferred_mode(torch.device("cuda"), calibrating=True) == "layer"
