@@ -329,3 +329,23 @@ def test_the_kernel_builds_wherever_a_c_compiler_exists():
             if_kernel.kernel_status():
         pytest.skip(if_kernel.kernel_status())
     assert if_kernel.kernel_available(), if_kernel.kernel_status()
+
+
+@needs_kernel
+def test_a_compiler_refusing_the_native_flags_builds_for_the_baseline(monkeypatch, tmp_path):
+    monkeypatch.setenv("SPIKEBRIDGE_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(if_kernel, "_NATIVE", ["-mno-such-target-flag-spikebridge"])
+    saved = (dict(if_kernel._FUNCTIONS), dict(if_kernel._PRESIMULATE), dict(if_kernel._SCAN))
+    monkeypatch.setattr(if_kernel, "_status", "not built yet")
+    monkeypatch.setattr(if_kernel, "_library", None)
+    try:
+        assert if_kernel.kernel_available(), if_kernel.kernel_status()
+        assert "baseline ISA" in if_kernel.kernel_status()
+        v, c, x = torch.zeros(4), torch.tensor([0.2, 0.5, 0.7, -1.0]), torch.empty(4)
+        assert fused_if_step_(v, c, 0.5, x, 0.5)
+        assert torch.equal(x, torch.tensor([0.0, 0.5, 0.5, 0.0]))
+    finally:
+        for table, old in zip((if_kernel._FUNCTIONS, if_kernel._PRESIMULATE, if_kernel._SCAN),
+                              saved, strict=True):
+            table.clear()
+            table.update(old)
