@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import hashlib
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,8 +46,8 @@ import torch
 from spikebridge.data.datasets import (
     DATA_DIR_ENV,
     DatasetFormatError,
-    DatasetNotFoundError,
     ImageDataset,
+    _first_directory_with_data,
     _search_roots,
 )
 from spikebridge.data.safe_pickle import UnsafePickleError, safe_load
@@ -209,34 +210,28 @@ def _describe(files: tuple[str, ...]) -> str:
 
 def _locate(spec: _Spec, split: str, data_dir: str | Path | None) -> tuple[_Layout, Path]:
     """The first directory holding every data file of ``split`` in one of ``spec``'s layouts."""
-    searched: list[Path] = []
-    details: list[str] = []
-    for root in _search_roots(data_dir, ()):
-        candidates = [root / layout.folder for layout in spec.layouts]
-        candidates += [root / spec.name / layout.folder for layout in spec.layouts]
-        candidates += [root / spec.name, root]
-        for directory in candidates:
-            if directory in searched:
-                continue
-            searched.append(directory)
-            if not directory.is_dir():
-                details.append(f"{directory} (no such directory)")
-                continue
-            partial = []
-            for layout in spec.layouts:
-                wanted = layout.files[split]
-                missing = [f for f in wanted if not (directory / f).is_file()]
-                if not missing:
-                    return layout, directory
-                if len(missing) < len(wanted):
-                    partial.append(f"missing {', '.join(missing)} of the {layout.kind} version")
-            if not partial:
-                expected = " or ".join(_describe(layout.files[split]) for layout in spec.layouts)
-                partial.append(f"no {spec.name} {split} files: expected {expected}")
-            details.append(f"{directory} ({'; '.join(partial)})")
-    if not searched:
-        details.append(f"no directory to search (no --data-dir given and ${DATA_DIR_ENV} unset)")
-    raise DatasetNotFoundError(spec.name, searched, details, _hint(spec))
+
+    def candidates() -> Iterator[Path]:
+        for root in _search_roots(data_dir, ()):
+            yield from [root / layout.folder for layout in spec.layouts]
+            yield from [root / spec.name / layout.folder for layout in spec.layouts]
+            yield from [root / spec.name, root]
+
+    def probe(directory: Path) -> tuple[tuple[_Layout, Path] | None, str]:
+        partial = []
+        for layout in spec.layouts:
+            wanted = layout.files[split]
+            missing = [f for f in wanted if not (directory / f).is_file()]
+            if not missing:
+                return (layout, directory), ""
+            if len(missing) < len(wanted):
+                partial.append(f"missing {', '.join(missing)} of the {layout.kind} version")
+        if not partial:
+            expected = " or ".join(_describe(layout.files[split]) for layout in spec.layouts)
+            partial.append(f"no {spec.name} {split} files: expected {expected}")
+        return None, "; ".join(partial)
+
+    return _first_directory_with_data(spec.name, candidates(), probe, _hint(spec))
 
 
 # --------------------------------------------------------------------------------------------

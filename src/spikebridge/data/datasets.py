@@ -26,14 +26,17 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
 
 from spikebridge.data.idx import read_idx
+
+T = TypeVar("T")
 
 __all__ = [
     "DATA_DIR_ENV",
@@ -294,6 +297,36 @@ def _search_roots(data_dir: str | Path | None, system_dirs: tuple[Path, ...]) ->
     return roots
 
 
+def _first_directory_with_data(
+    name: str,
+    candidates: Iterable[Path],
+    probe: Callable[[Path], tuple[T | None, str]],
+    hint: str,
+) -> T:
+    """``probe``'s result for the first existing candidate directory it accepts, else a
+    :class:`DatasetNotFoundError` listing every directory searched and why each failed.
+
+    ``probe(directory)`` returns ``(result, "")`` on success or ``(None, why)``; directories
+    that do not exist, or were already searched, are not probed.
+    """
+    searched: list[Path] = []
+    details: list[str] = []
+    for directory in candidates:
+        if directory in searched:
+            continue
+        searched.append(directory)
+        if not directory.is_dir():
+            details.append(f"{directory} (no such directory)")
+            continue
+        result, why = probe(directory)
+        if result is not None:
+            return result
+        details.append(f"{directory} ({why})")
+    if not searched:
+        details.append(f"no directory to search (no --data-dir given and ${DATA_DIR_ENV} unset)")
+    raise DatasetNotFoundError(name, searched, details, hint)
+
+
 def _load_idx_dataset(
     *,
     name: str,
@@ -307,38 +340,33 @@ def _load_idx_dataset(
     hint: str,
 ) -> ImageDataset:
     images_stem, labels_stem = _IDX_FILES[split]
-    searched: list[Path] = []
-    details: list[str] = []
-    for root in _search_roots(data_dir, system_dirs):
-        # user roots may hold several datasets in subdirectories; system dirs are dataset-specific
-        candidates = [root] if root in system_dirs else [root / s for s in subdirs] + [root]
-        for directory in candidates:
-            if directory in searched:
-                continue
-            searched.append(directory)
-            if not directory.is_dir():
-                details.append(f"{directory} (no such directory)")
-                continue
-            images_path = _find_file(directory, images_stem)
-            labels_path = _find_file(directory, labels_stem)
-            if images_path is not None and labels_path is not None:
-                return _make_dataset(
-                    read_idx(images_path),
-                    read_idx(labels_path),
-                    name=name,
-                    split=split,
-                    classes=classes,
-                    mean=mean,
-                    std=std,
-                    images_source=str(images_path),
-                    labels_source=str(labels_path),
-                )
+
+    def candidates() -> Iterator[Path]:
+        for root in _search_roots(data_dir, system_dirs):
+            # user roots may hold several datasets in subdirectories; system dirs are
+            # dataset-specific
+            yield from [root] if root in system_dirs else [root / s for s in subdirs] + [root]
+
+    def probe(directory: Path) -> tuple[ImageDataset | None, str]:
+        images_path = _find_file(directory, images_stem)
+        labels_path = _find_file(directory, labels_stem)
+        if images_path is None or labels_path is None:
             found = ((images_stem, images_path), (labels_stem, labels_path))
             missing = [stem for stem, p in found if p is None]
-            details.append(f"{directory} (missing {' and '.join(f'{m}[.gz]' for m in missing)})")
-    if not searched:
-        details.append(f"no directory to search (no --data-dir given and ${DATA_DIR_ENV} unset)")
-    raise DatasetNotFoundError(name, searched, details, hint)
+            return None, f"missing {' and '.join(f'{m}[.gz]' for m in missing)}"
+        return _make_dataset(
+            read_idx(images_path),
+            read_idx(labels_path),
+            name=name,
+            split=split,
+            classes=classes,
+            mean=mean,
+            std=std,
+            images_source=str(images_path),
+            labels_source=str(labels_path),
+        ), ""
+
+    return _first_directory_with_data(name, candidates(), probe, hint)
 
 
 def _idx_hint(name: str, debian_package: str | None) -> str:
