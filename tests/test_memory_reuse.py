@@ -69,3 +69,18 @@ def test_the_default_mode_follows_memory_retention(monkeypatch):
     assert (preferred_mode(cpu), preferred_mode(cpu, calibrating=True)) == ("layer", "layer")
     monkeypatch.setattr(memory_reuse, "_active", False)
     assert preferred_mode(torch.device("cuda"), calibrating=True) == "layer"
+
+
+def _retention_here() -> bool:
+    return memory_reuse.retention_active()
+
+
+def test_launched_processes_keep_the_launching_process_setting(monkeypatch):
+    from spikebridge.distributed import launch
+
+    monkeypatch.setattr(memory_reuse, "_active", False)
+    assert launch(1, _retention_here, threads=1) is False
+    if memory_reuse._glibc() is None:
+        pytest.skip("needs glibc's mallopt")
+    monkeypatch.setattr(memory_reuse, "_active", True)
+    assert launch(1, _retention_here, threads=1) is True

@@ -32,6 +32,7 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from .devices import resolve_device
+from .memory_reuse import retain_freed_memory, retention_active
 
 __all__ = [
     "DistributedError",
@@ -257,7 +258,8 @@ def launch(nproc: int, fn: Callable[..., T], *args: Any, threads: int | None = N
     :func:`process_group`. The rendezvous store is created here on a port the system picks (no
     race for a "free" port). ``fn`` and ``args`` must be picklable (processes are spawned).
     Each process uses ``threads`` intra-op threads (default: the CPU cores divided among the
-    processes, unless ``OMP_NUM_THREADS`` is set).
+    processes, unless ``OMP_NUM_THREADS`` is set), and retains freed memory when this process
+    does (:mod:`spikebridge.memory_reuse`; spawned processes start afresh).
 
     Raises:
         DistributedError: ``nproc`` < 1, or a process died without reporting an error.
@@ -279,8 +281,9 @@ def launch(nproc: int, fn: Callable[..., T], *args: Any, threads: int | None = N
         level = spawn_log.level
         spawn_log.setLevel(logging.ERROR)
         try:
-            mp.start_processes(_run_rank, args=(fn, args, env, threads, results), nprocs=nproc,
-                               join=True, start_method="spawn")
+            mp.start_processes(_run_rank, args=(fn, args, env, threads, results,
+                                                retention_active()),
+                               nprocs=nproc, join=True, start_method="spawn")
         except mp.ProcessExitedException as exc:
             _raise_first_failure(Path(results), nproc, exc)
         except mp.ProcessRaisedException as exc:  # pragma: no cover - _run_rank catches all
@@ -295,12 +298,14 @@ def launch(nproc: int, fn: Callable[..., T], *args: Any, threads: int | None = N
 
 
 def _run_rank(index: int, fn: Callable[..., Any], args: tuple, env: dict[str, str],
-              threads: int | None, results: str) -> None:
+              threads: int | None, results: str, retain_memory: bool = False) -> None:
     """Body of one spawned process: torchrun's environment, then ``fn(*args)``; the outcome
     (result or exception) goes to ``results/<rank>.pkl`` for :func:`launch`."""
     os.environ.update(env, RANK=str(index), LOCAL_RANK=str(index))
     if threads is not None:
         torch.set_num_threads(threads)
+    if retain_memory:  # as the launching process does (spawned processes start afresh)
+        retain_freed_memory()
     try:
         outcome: tuple = ("ok", time.time(), fn(*args))
     except BaseException as exc:  # reported to the launching process, which re-raises it
