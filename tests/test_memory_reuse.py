@@ -45,12 +45,16 @@ def test_retained_memory_is_reused_without_page_faults():
 
 
 def test_the_environment_switch_turns_it_off(monkeypatch):
+    monkeypatch.setattr(memory_reuse, "_active", False)  # as in a fresh process
+    monkeypatch.setattr(memory_reuse, "_status", memory_reuse._status)  # restored afterwards
     monkeypatch.setenv(memory_reuse.ENVIRONMENT_SWITCH, "0")
     assert memory_reuse.retain_freed_memory() is False
     assert "SPIKEBRIDGE_RETAIN_FREED_MEMORY=0" in memory_reuse.retention_status()
 
 
 def test_without_glibc_it_says_so(monkeypatch):
+    monkeypatch.setattr(memory_reuse, "_active", False)
+    monkeypatch.setattr(memory_reuse, "_status", memory_reuse._status)
     monkeypatch.delenv(memory_reuse.ENVIRONMENT_SWITCH, raising=False)
     monkeypatch.setattr(memory_reuse, "_glibc", lambda: None)
     assert memory_reuse.retain_freed_memory() is False

@@ -8,8 +8,8 @@ hybrid execution (COS) ``[T·B, ...]`` input and output frames of tens of MB per
 trim threshold is returned too. The next batch's allocation of the same size then gets fresh
 pages, and *every first write to every 4 KiB page faults* — measured on the shipped
 ``fashion_cnn`` at 250 images: ≈ 6 000–12 000 minor faults per step-mode run and ≈ 59 000 per
-COS run, 15–35 % of the run's time at T = 4 (docs/benchmarks.md §4). An ANN forward suffers
-much less: its buffers are freed and re-used within one forward pass.
+COS run, about 30 % of the SNN's and 40 % of COS's time at T = 4 (docs/benchmarks.md §4). An
+ANN forward suffers much less: its buffers are freed and re-used within one forward pass.
 
 :func:`retain_freed_memory` sets glibc's ``M_MMAP_THRESHOLD`` and ``M_TRIM_THRESHOLD`` so that
 large blocks come from the heap and freed memory stays there for the next batch — what
@@ -64,6 +64,8 @@ def retain_freed_memory(*, respect_environment: bool = True) -> bool:
     is ``0``; :func:`retention_status` says which.
     """
     global _status, _active
+    if _active:  # already in force (glibc's setting cannot be taken back)
+        return True
     if respect_environment and os.environ.get(ENVIRONMENT_SWITCH, "1").strip() == "0":
         _status = f"off ({ENVIRONMENT_SWITCH}=0)"
         return False
