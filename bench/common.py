@@ -1,7 +1,9 @@
-"""Shared by the timing benchmarks: the model, its test batches, and a wall-clock timer."""
+"""Shared by the timing benchmarks: the model, its test batches, a wall-clock timer and the
+allocator setting they run under."""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -38,8 +40,6 @@ def allocator_setting(retain: bool) -> str:
     Older spikebridge versions (the "before" runs) lack the module; the same glibc setting is
     then given by ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` at start-up.
     """
-    import os
-
     env = {k: os.environ[k] for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
            if k in os.environ}
     if not retain:

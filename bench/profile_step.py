@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import torch
-from common import allocator_setting  # noqa: E402 - bench/ is the script directory
+from common import allocator_setting  # bench/ is the script's directory
 from simulation_cost import MODEL_SETUPS, model_and_images, relu_network
 from torch.profiler import ProfilerActivity, profile
 
@@ -29,7 +29,8 @@ GROUPS = {
     "pooling": ("aten::avg_pool2d", "aten::adaptive_avg_pool2d", "aten::mean"),
     "activation / IF update": ("aten::relu_", "aten::clamp_min_", "aten::relu", "aten::add_",
                                "aten::ge", "aten::sub_", "aten::mul_",
-                               "spikebridge::fused_if_step", "aten::select", "aten::view",
+                               "spikebridge::fused_if_step", "spikebridge::fused_if_scan",
+                               "aten::select", "aten::view",
                                "aten::as_strided"),
     "copies / allocation": ("aten::copy_", "aten::empty", "aten::empty_like",
                             "aten::empty_strided", "aten::clone", "aten::fill_", "aten::stack",

@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 import torch
-from common import allocator_setting  # noqa: E402 - bench/ is the script directory
+from common import allocator_setting  # bench/ is the script's directory
 from torch import nn
 
 import spikebridge as sb

@@ -337,6 +337,15 @@ def kernel_status() -> str:
     return _status
 
 
+def _call(name: str, fn: ctypes._CFuncPtr, arguments: tuple) -> None:
+    """Run a kernel; under torch.profiler it shows as one op named ``name``."""
+    if torch.autograd.profiler._is_profiler_enabled:
+        with torch.profiler.record_function(name):
+            fn(*arguments)
+    else:
+        fn(*arguments)
+
+
 def _same_dense_layout(v: torch.Tensor, *others: torch.Tensor) -> bool:
     dense = v.is_contiguous() or (v.dim() == 4 and v.is_contiguous(
         memory_format=torch.channels_last)) or (v.dim() == 5 and v.is_contiguous(
@@ -372,11 +381,7 @@ def fused_if_step_(
     fn, real = _FUNCTIONS[v.dtype]
     arguments = (v.data_ptr(), current.data_ptr(), x_out.data_ptr(), v.numel(), real(threshold),
                  real(value), real(extra), 1 if extra else 0, torch.get_num_threads())
-    if torch.autograd.profiler._is_profiler_enabled:  # visible to torch.profiler as one op
-        with torch.profiler.record_function("spikebridge::fused_if_step"):
-            fn(*arguments)
-    else:
-        fn(*arguments)
+    _call("spikebridge::fused_if_step", fn, arguments)
     return True
 
 
@@ -423,11 +428,7 @@ def fused_if_scan_(
                  0 if addends is None else stride(addends), output.data_ptr(),
                  output.stride(0), steps, v.numel(), real(threshold), real(value), real(extra),
                  1 if extra else 0, torch.get_num_threads())
-    if torch.autograd.profiler._is_profiler_enabled:
-        with torch.profiler.record_function("spikebridge::fused_if_scan"):
-            fn(*arguments)
-    else:
-        fn(*arguments)
+    _call("spikebridge::fused_if_scan", fn, arguments)
     return True
 
 
@@ -472,9 +473,5 @@ def fused_presimulation(
     arguments = (v0.data_ptr(), currents.data_ptr(), 0 if constant else currents.stride(0),
                  steps, v.data_ptr(), count.data_ptr(), sign.data_ptr(), v0.numel(),
                  real(threshold), real(value), torch.get_num_threads())
-    if torch.autograd.profiler._is_profiler_enabled:
-        with torch.profiler.record_function("spikebridge::fused_presimulation"):
-            fn(*arguments)
-    else:
-        fn(*arguments)
+    _call("spikebridge::fused_presimulation", fn, arguments)
     return v, count, sign
