@@ -202,7 +202,9 @@ def test_atomic_write_leaves_no_partial_file(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["file.bin"]
 
 
-def test_leftovers_are_removed_on_the_next_load(tmp_path):
+def test_leftovers_survive_a_read_and_go_with_the_next_write(tmp_path):
+    """Reading never deletes (docs/reliability.md §1): the leftovers of an interrupted commit
+    are ignored by a read and removed by the next writer, under the lock."""
     _saved(tmp_path)
     snapshots = tmp_path / SNAPSHOTS_DIR
     (snapshots / ".tmp-epoch-0002-deadbeef").mkdir()
@@ -211,7 +213,10 @@ def test_leftovers_are_removed_on_the_next_load(tmp_path):
     os.symlink("snapshots/epoch-0002-cafecafe", tmp_path / ".current.tmp-cafecafe")
     (tmp_path / ".config.json.1234.tmp").write_bytes(b"{")
     (tmp_path / "notes.txt").write_text("the user's own file")
+    before = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
     assert read_checkpoint(tmp_path).epoch == 1
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == before
+    CheckpointWriter(tmp_path, resume=True).close()
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         [CURRENT_LINK, SNAPSHOTS_DIR, MODEL_FILE, CONFIG_FILE, TRAIN_STATE_FILE, MANIFEST_FILE,
          "notes.txt"])

@@ -16,6 +16,7 @@ from spikebridge import memory_reuse
 # unmaps the block on free and every page faults again (64 MiB / 4 KiB = 16 384 pages).
 _PROBE = textwrap.dedent("""
     import resource, sys, torch
+    import spikebridge.simulate  # what the command has loaded when it sets retention
     from spikebridge.memory_reuse import retain_freed_memory
     if sys.argv[1] == "retain":
         assert retain_freed_memory(respect_environment=False)

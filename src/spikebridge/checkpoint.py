@@ -36,12 +36,13 @@ import json
 import os
 import secrets
 import socket
+import stat
 import sys
 import time
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import torch
@@ -64,6 +65,7 @@ __all__ = [
     "TRAIN_STATE_FILE",
     "CheckpointError",
     "CheckpointLockedError",
+    "CheckpointWriteError",
     "CheckpointWriter",
     "LoadedCheckpoint",
     "StaleLockWarning",
@@ -77,6 +79,7 @@ __all__ = [
     "load_config",
     "load_train_state",
     "read_checkpoint",
+    "resolve_current",
     "save_checkpoint",
     "write_manifest",
 ]
@@ -100,6 +103,11 @@ _ALLOW_HINT = (f"pass allow_unverified=True (CLI --allow-unverified, or set "
 
 class CheckpointError(ValueError):
     """A checkpoint directory is missing, incomplete, corrupt, inconsistent or not writable."""
+
+
+class CheckpointWriteError(CheckpointError):
+    """Writing a checkpoint failed (disk full, I/O error): the run failed, not its input; the
+    previous checkpoint is intact (exit code 1 on the command line)."""
 
 
 class CheckpointLockedError(CheckpointError):
@@ -255,10 +263,69 @@ def write_manifest(directory: str | os.PathLike[str], epoch: int | None = None) 
     for name in (MODEL_FILE, CONFIG_FILE):
         if name not in files:
             raise CheckpointError(f"cannot sign {directory}: {name} is missing")
+    config = _parse_config(directory / CONFIG_FILE, files[CONFIG_FILE])
     if epoch is None:
-        epoch = _parse_config(directory / CONFIG_FILE, files[CONFIG_FILE]).get("epochs_completed")
+        epoch = config.get("epochs_completed")
+    _check_signable(directory, config, files, epoch)
     atomic_write_bytes(directory / MANIFEST_FILE, _manifest_bytes(files, epoch))
     return directory / MANIFEST_FILE
+
+
+def _check_signable(directory: Path, config: dict, files: Mapping[str, bytes],
+                    epoch: int | None) -> None:
+    """Refuse to sign a config that contradicts its weights or itself: a recorded
+    ``weights_sha256`` that is not the weights', an activation that differs from the one its
+    ``training`` settings name, thresholds that are not the weights' θ, weights that do not fit
+    the architecture, epochs that disagree. A signature vouches for the unit; it must be one."""
+    problems = []
+    weights = files[MODEL_FILE]
+    recorded = config.get("weights_sha256")
+    if recorded is not None and recorded != _sha256(weights):
+        problems.append(f"its weights_sha256 ({str(recorded)[:12]}…) is not the SHA-256 of "
+                        f"{MODEL_FILE} ({_sha256(weights)[:12]}…)")
+    training = config.get("training")
+    if isinstance(training, dict) and isinstance(training.get("activation"), dict):
+        try:
+            declared = ActivationSpec.from_dict(config["activation"]).to_dict()
+            trained = ActivationSpec.from_dict(training["activation"]).to_dict()
+        except (TypeError, ValueError) as exc:
+            problems.append(f"its activation cannot be read ({exc})")
+        else:
+            differing = sorted(k for k in set(declared) | set(trained)
+                               if declared.get(k) != trained.get(k))
+            if differing:
+                problems.append(
+                    "activation and training.activation disagree on "
+                    + ", ".join(f"{k} ({declared.get(k)!r} vs {trained.get(k)!r})"
+                                for k in differing))
+    done = config.get("epochs_completed")
+    if epoch is not None and done is not None and done != epoch:
+        problems.append(f"epochs_completed = {done} but the manifest would commit epoch {epoch}")
+    try:
+        state = load_safetensors_bytes(weights)
+    except (SafetensorError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"cannot sign {directory}: {MODEL_FILE} is not a valid "
+                              f"safetensors file ({exc})") from exc
+    thresholds = config.get("thresholds")
+    if isinstance(thresholds, dict):
+        for name, theta in thresholds.items():
+            stored = state.get(f"{name}.theta")
+            if stored is not None and isinstance(theta, int | float) and stored.numel() == 1 \
+                    and abs(float(stored) - theta) > 1e-6 * max(1.0, abs(theta)):
+                problems.append(f"thresholds[{name!r}] = {theta} but the weights hold "
+                                f"θ = {float(stored):.6g}")
+    if not problems:
+        try:
+            with torch.device("meta"):
+                model = build_model(config)
+            _check_weights_fit(model, LoadedCheckpoint(directory, directory, config, epoch,
+                                                       state, None, False))
+        except CheckpointError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise CheckpointError(f"refusing to sign {directory}: its {CONFIG_FILE} contradicts "
+                              f"{'its weights or itself' if len(problems) > 1 else 'itself'}: "
+                              + "; ".join(problems))
 
 
 def _parse_manifest(path: Path, data: bytes) -> dict:
@@ -345,13 +412,17 @@ class _Source:
         current = directory / CURRENT_LINK
         self.linked = os.path.lexists(current)
         self.manifest: dict | None = None
+        self.target: str | None = None
         if self.linked:
-            self.root = Path(os.path.realpath(current))
+            name = resolve_current(directory)  # strictly inside D, or a one-line refusal
+            self.target = name
+            self.root = directory / SNAPSHOTS_DIR / name if name is not None else current
             if not self.root.is_dir():
                 self._check_race()
                 raise CheckpointError(
                     f"{current} points to {os.readlink(current)!r}, which does not exist; the "
-                    "checkpoint was damaged after it was written"
+                    "checkpoint was damaged after it was written (no snapshot was deleted; "
+                    f"`ls {directory / SNAPSHOTS_DIR}` shows what is left)"
                 )
             self.manifest_path = self.root / MANIFEST_FILE
             self.manifest = _parse_manifest(self.manifest_path, self._read_raw(MANIFEST_FILE))
@@ -384,7 +455,7 @@ class _Source:
             raise CheckpointError(f"{message}; {_ALLOW_HINT}")
 
     def _check_race(self) -> None:
-        if self.linked and os.path.realpath(self.directory / CURRENT_LINK) != str(self.root):
+        if self.linked and self.target is not None and _link_name(self.directory) != self.target:
             raise _Raced
 
     def _read_raw(self, name: str) -> bytes:
@@ -499,7 +570,6 @@ def read_checkpoint(
     """
     directory = Path(directory)
     allow = _allowed(allow_unverified)
-    _collect_garbage_if_idle(directory)
     for _attempt in range(8):
         try:
             return _read_once(directory, allow, weights, train_state)
@@ -640,16 +710,36 @@ class _DirLock:
             "wait for it to finish or choose another output directory"
         )
 
+    def _open(self) -> int:
+        """The lock file's descriptor: created with ``O_EXCL``, or the existing one opened —
+        both with ``O_NOFOLLOW``, so a link planted at the lock's name is refused and the file
+        it points to is never written."""
+        flags = os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
+        try:
+            try:
+                fd = os.open(self.path, flags | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                fd = os.open(self.path, flags)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP or os.path.islink(self.path):
+                raise CheckpointError(
+                    f"{self.path} is a symbolic link; spikebridge never writes its lock through "
+                    "a link (it could overwrite the file it points to); remove the link and run "
+                    "again"
+                ) from None
+            raise CheckpointError(f"cannot create the lock file {self.path}: "
+                                  f"{exc.strerror}") from exc
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise CheckpointError(f"{self.path} is not a regular file; remove it and run again")
+        return fd
+
     def acquire(self, *, quiet: bool = False) -> None:
         import fcntl
 
         me = socket.gethostname()
         for _attempt in range(20):
-            try:
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-            except OSError as exc:
-                raise CheckpointError(f"cannot create the lock file {self.path}: "
-                                      f"{exc.strerror}") from exc
+            fd = self._open()
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 flocked = True
@@ -687,8 +777,16 @@ class _DirLock:
             record = {"pid": os.getpid(), "host": me,
                       "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                       "command": " ".join(sys.argv)[:300]}
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, json.dumps(record).encode(), 0)
+            try:
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, json.dumps(record).encode(), 0)
+            except OSError as exc:  # disk full: leave no lock file behind
+                with contextlib.suppress(OSError):
+                    if os.stat(self.path).st_ino == os.fstat(fd).st_ino:
+                        os.unlink(self.path)
+                os.close(fd)
+                raise CheckpointWriteError(f"cannot write the lock file {self.path}: "
+                                           f"{exc.strerror or exc}") from exc
             with contextlib.suppress(OSError):
                 os.fsync(fd)
             self.fd = fd
@@ -753,12 +851,61 @@ def check_output_file(path: str | os.PathLike[str]) -> None:
     check_output_dir(path.parent)
 
 
-def _current_target(directory: Path) -> str | None:
-    """Name of the snapshot ``D/current`` points to (``None``: no snapshot committed)."""
+def _link_name(directory: Path) -> str | None:
+    """The snapshot name ``D/current`` names now (unchecked; ``None`` if it is no link)."""
     try:
-        return Path(os.readlink(directory / CURRENT_LINK)).name
+        return PurePosixPath(os.readlink(directory / CURRENT_LINK)).name
     except OSError:
         return None
+
+
+def resolve_current(directory: str | os.PathLike[str]) -> str | None:
+    """The name of the snapshot ``D/current`` commits, resolved strictly inside ``D``.
+
+    ``current`` must be a symbolic link whose target is exactly ``snapshots/<name>`` — relative,
+    one level, no ``..``, no hidden or temporary name — and ``snapshots`` itself must be a real
+    directory, not a link. Only then is ``<name>`` returned; the snapshot may still be missing
+    (a damaged checkpoint), which the reader reports. ``None``: ``current`` does not exist, or
+    is a real directory (a copy made with its links dereferenced, read in place).
+
+    Raises :class:`CheckpointError` in one line for anything else — an absolute target, one
+    that leaves ``D`` or points at itself, a link chain, a regular file — so that neither a
+    reader nor the garbage collector ever acts on a snapshot outside ``D/snapshots``.
+    """
+    directory = Path(directory)
+    current = directory / CURRENT_LINK
+    if not os.path.lexists(current):
+        return None
+    if not current.is_symlink():
+        if current.is_dir():
+            return None
+        raise CheckpointError(
+            f"{current} is a regular file, not the link to a snapshot that spikebridge "
+            "maintains; the checkpoint was damaged (restore it from a copy, or train into a "
+            "new directory)"
+        )
+    try:
+        target = os.readlink(current)
+    except OSError as exc:
+        raise CheckpointError(f"cannot read the link {current}: {exc.strerror}") from exc
+    parts = PurePosixPath(target).parts
+    valid = (not os.path.isabs(target) and len(parts) == 2 and parts[0] == SNAPSHOTS_DIR
+             and parts[1] not in (".", "..") and not parts[1].startswith("."))
+    if not valid:
+        raise CheckpointError(
+            f"{current} points to {target!r}, not to a snapshot inside {directory / SNAPSHOTS_DIR}"
+            " (spikebridge writes it as snapshots/<name>); the link was changed by hand or by "
+            "another tool, so nothing was read or deleted — point it back at one of "
+            f"{directory / SNAPSHOTS_DIR}'s snapshots"
+        )
+    snapshots = directory / SNAPSHOTS_DIR
+    if snapshots.is_symlink():
+        raise CheckpointError(f"{snapshots} is a symbolic link; spikebridge only reads and "
+                              "cleans snapshots that lie inside the checkpoint directory")
+    if (snapshots / parts[1]).is_symlink():
+        raise CheckpointError(f"{snapshots / parts[1]} is a symbolic link, not a snapshot "
+                              "directory; the checkpoint was changed after it was written")
+    return parts[1]
 
 
 def _is_ours(name: str) -> bool:
@@ -768,42 +915,66 @@ def _is_ours(name: str) -> bool:
             or any(name.startswith(f".{f}.") and name.endswith(".tmp") for f in _LINKED_FILES))
 
 
-def _garbage(directory: Path) -> list[Path]:
-    """Leftovers of interrupted or superseded commits: safe to delete while holding the lock."""
+def _intact_epoch(snapshot: Path) -> int | None:
+    """The epoch of a committed-looking snapshot — a real directory whose ``manifest.json``
+    parses and whose every listed file is present with the listed size — else ``None``.
+    (Sizes, not hashes: cheap enough for every write; a reader verifies the hashes.)"""
+    if snapshot.is_symlink() or not snapshot.is_dir() or snapshot.name.startswith("."):
+        return None
+    try:
+        manifest = _parse_manifest(snapshot / MANIFEST_FILE,
+                                   (snapshot / MANIFEST_FILE).read_bytes())
+        for name, entry in manifest["files"].items():
+            if os.lstat(snapshot / name).st_size != entry["bytes"]:
+                return None
+    except (OSError, CheckpointError, TypeError, KeyError, AttributeError):
+        return None
+    epoch = manifest.get("epoch")
+    return epoch if isinstance(epoch, int) else -1
+
+
+def _newest_intact(snapshots: Path) -> str | None:
+    """The name of the intact snapshot with the highest epoch (then the latest mtime)."""
+    best: tuple[int, float, str] | None = None
+    for path in snapshots.iterdir():
+        epoch = _intact_epoch(path)
+        if epoch is None:
+            continue
+        key = (epoch, path.lstat().st_mtime, path.name)
+        best = key if best is None or key > best else best
+    return None if best is None else best[2]
+
+
+def _garbage(directory: Path, strict: bool = True) -> list[Path]:
+    """Leftovers of interrupted or superseded commits, to delete while holding the lock.
+
+    Never listed: the snapshot ``current`` resolves to (:func:`resolve_current`, which refuses
+    a link that leaves the directory) and, whenever that one is missing or damaged, the newest
+    intact snapshot, so a ``current`` that dangles never costs the last good epoch. Only a writer
+    (:class:`CheckpointWriter`, under the lock) deletes anything; reading never does.
+    """
     found = [p for p in directory.iterdir()
              if p.name.startswith(_TMP_PREFIXES)
              or any(p.name.startswith(f".{f}.") and p.name.endswith(".tmp")
                     for f in _LINKED_FILES)]
     snapshots = directory / SNAPSHOTS_DIR
     if snapshots.is_dir() and not snapshots.is_symlink():
-        keep = _current_target(directory)
-        if keep is not None or not os.path.lexists(directory / CURRENT_LINK):
-            found += [p for p in snapshots.iterdir() if p.name != keep]
+        try:
+            keep = {resolve_current(directory)}
+        except CheckpointError:
+            if strict:
+                raise
+            return found
+        if None in keep or _intact_epoch(snapshots / str(next(iter(keep)))) is None:
+            keep.add(_newest_intact(snapshots))  # current is damaged: keep the last good one
+        found += [p for p in snapshots.iterdir() if p.name not in keep]
     return found
 
 
-def _collect_garbage(directory: Path) -> None:
-    for path in _garbage(directory):
+def _collect_garbage(directory: Path, strict: bool = True) -> None:
+    for path in _garbage(directory, strict):
         with contextlib.suppress(OSError):
             _remove_tree(path)
-
-
-def _collect_garbage_if_idle(directory: Path) -> None:
-    """Start-of-load cleanup: remove leftovers only if no writer holds the lock (best effort;
-    never in the shipped directory, silently skipped where the directory is read-only)."""
-    try:
-        if is_shipped_path(directory) or not directory.is_dir() or not _garbage(directory):
-            return
-        if not os.access(directory, os.W_OK | os.X_OK):
-            return
-        lock = _DirLock(directory)
-        lock.acquire(quiet=True)
-    except (OSError, CheckpointError):
-        return
-    try:
-        _collect_garbage(directory)
-    finally:
-        lock.release()
 
 
 def _state_bytes(model: nn.Module | Mapping[str, torch.Tensor]) -> bytes:
@@ -850,7 +1021,9 @@ class CheckpointWriter:
         lock.acquire()
         try:
             self._check_contents(resume, overwrite)
-            _collect_garbage(self.directory)
+            # --overwrite replaces whatever `current` names at its first commit, so a damaged
+            # link does not stop it; the snapshots are then left alone until that commit
+            _collect_garbage(self.directory, strict=not overwrite)
         except BaseException:
             lock.release()
             if created:
@@ -862,7 +1035,9 @@ class CheckpointWriter:
     def _check_contents(self, resume: bool, overwrite: bool) -> None:
         d = self.directory
         current = d / CURRENT_LINK
-        if os.path.lexists(current) and not current.is_symlink():
+        if not overwrite:
+            resolve_current(d)  # a link leaving D, or a regular file: refused in one line
+        if os.path.lexists(current) and current.is_dir() and not current.is_symlink():
             raise CheckpointError(
                 f"{current} is a directory, not the link spikebridge maintains (was the "
                 "checkpoint copied with its links dereferenced?); write to a new directory"
@@ -929,7 +1104,7 @@ class CheckpointWriter:
         except OSError as exc:
             kept = (f"the previous checkpoint (epoch {previous}) is intact" if previous is not None
                     else "no checkpoint was committed")
-            raise CheckpointError(
+            raise CheckpointWriteError(
                 f"could not write the checkpoint of epoch {epoch} to {self.directory}: "
                 f"{exc.strerror or exc}; {kept}"
             ) from exc
@@ -960,7 +1135,7 @@ class CheckpointWriter:
                 if os.path.lexists(link_tmp):
                     _fs.unlink(link_tmp)
                 for path in (tmp, final):
-                    if os.path.lexists(path) and _current_target(d) != path.name:
+                    if os.path.lexists(path) and _link_name(d) != path.name:
                         _remove_tree(path)
             raise
         return name

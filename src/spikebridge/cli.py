@@ -39,8 +39,8 @@ def _method_names() -> list[str]:
     return list_methods()
 
 
-def _integers_at_least(minimum: int):
-    """An argparse type: comma-separated integers, each >= ``minimum`` (``--T 1,2,4``)."""
+def _integers_at_least(minimum: int, maximum: int | None = None, what: str = "value"):
+    """An argparse type: comma-separated integers in ``[minimum, maximum]`` (``--T 1,2,4``)."""
     def parse(text: str) -> list[int]:
         try:
             values = [int(v) for v in text.split(",") if v.strip()]
@@ -52,13 +52,24 @@ def _integers_at_least(minimum: int):
         if min(values) < minimum:
             raise argparse.ArgumentTypeError(
                 f"every value must be >= {minimum}, got {min(values)}")
+        if maximum is not None and max(values) > maximum:
+            raise argparse.ArgumentTypeError(
+                f"{max(values)} is above spikebridge's bound of {maximum:,} on the {what} "
+                "(docs/reliability.md, \"Sizes\")")
         return values
 
     return parse
 
 
-_int_list = _integers_at_least(1)  # time-steps T
-_count_list = _integers_at_least(0)  # COS iteration counts
+def _bounds():
+    from .limits import MAX_BATCH, MAX_ITERATIONS, MAX_STEPS
+
+    return MAX_STEPS, MAX_ITERATIONS, MAX_BATCH
+
+
+_MAX_STEPS, _MAX_ITERATIONS, _MAX_BATCH = _bounds()
+_int_list = _integers_at_least(1, _MAX_STEPS, "number of time-steps T")  # time-steps T
+_count_list = _integers_at_least(0, _MAX_ITERATIONS, "COS iterations")  # COS iteration counts
 
 
 class _Parser(argparse.ArgumentParser):
@@ -82,8 +93,8 @@ def _device(text: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
-def _int_at_least(minimum: int):
-    """An argparse type: one integer >= ``minimum``."""
+def _int_at_least(minimum: int, maximum: int | None = None, what: str = "value"):
+    """An argparse type: one integer in ``[minimum, maximum]``."""
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -92,12 +103,19 @@ def _int_at_least(minimum: int):
                 f"expected an integer >= {minimum}, got {text!r}") from None
         if value < minimum:
             raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(
+                f"{value} is above spikebridge's bound of {maximum:,} on the {what} "
+                "(docs/reliability.md, \"Sizes\")")
         return value
 
     return parse
 
 
 _positive_int = _int_at_least(1)
+_steps = _int_at_least(1, _MAX_STEPS, "number of time-steps")  # one T or ρ
+_batch = _int_at_least(1, _MAX_BATCH, "batch size")
+_iterations = _int_at_least(0, _MAX_ITERATIONS, "COS iterations")
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -137,7 +155,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    "(a reconstruction, docs/methods.md §6) | "
                    "leaky_threshold:theta=2,alpha=0.1,neg_theta=0.5")
     p.add_argument("--epochs", type=int, default=None, help="default 10")
-    p.add_argument("--batch-size", type=int, default=None, help="default 128")
+    p.add_argument("--batch-size", type=_batch, default=None, help="default 128")
     p.add_argument("--lr", type=float, default=None, help="default 0.1")
     p.add_argument("--momentum", type=float, default=None, help="default 0.9")
     p.add_argument("--weight-decay", type=float, default=None, help="default 5e-4")
@@ -285,7 +303,7 @@ def _add_model_and_data(p: argparse.ArgumentParser, *, conversion: bool = True) 
     p.add_argument("--limit", type=_positive_int, default=None,
                    help="evaluate on a fixed random subset of N test images (default: all; "
                    "analyse: 1000)")
-    p.add_argument("--batch-size", type=_positive_int, default=250)
+    p.add_argument("--batch-size", type=_batch, default=250)
     p.add_argument("--allow-unverified", action="store_true",
                    help="load checkpoints without (or failing) the SHA-256 manifest check "
                    "(docs/reliability.md); also SPIKEBRIDGE_ALLOW_UNVERIFIED=1")
@@ -317,9 +335,9 @@ DEFAULT_CALIBRATION_SAMPLES = 1000
 def _add_cos_options(p: argparse.ArgumentParser) -> None:
     """COS flags; default None so that a flag given for a method without COS is refused."""
     g = p.add_argument_group("COS options (docs/methods.md §4; refused for other methods)")
-    g.add_argument("--rho", type=_positive_int, default=None,
+    g.add_argument("--rho", type=_steps, default=None,
                    help="pre-simulation steps ρ (default 4)")
-    g.add_argument("--iterations", type=int, default=None,
+    g.add_argument("--iterations", type=_iterations, default=None,
                    help="±1-spike corrections per neuron (default 1; 0 = plain QCFS; the "
                    "lightweight variant has exactly one)")
     g.add_argument("--variant", choices=("shift", "lightweight"), default=None,
@@ -678,10 +696,10 @@ def _add_analyse(sub: argparse._SubParsersAction) -> None:
     )
     _add_model_and_data(p, conversion=False)
     p.set_defaults(limit=1000)
-    p.add_argument("--T", type=_positive_int, default=None,
+    p.add_argument("--T", type=_steps, default=None,
                    help="time-steps (default: the model's QCFS levels L, the paper's setting; a "
                    "T that is not a multiple of L makes the desired spike count fractional)")
-    p.add_argument("--rho", type=_positive_int, default=None,
+    p.add_argument("--rho", type=_steps, default=None,
                    help="pre-simulation steps ρ of the COS runs (default 4)")
     p.add_argument("--iterations", type=_count_list, default=[0, 1, 2, 4],
                    help="COS iteration counts to compare (default 0,1,2,4; 0 = no calibration)")
@@ -753,7 +771,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
                    "0 = all 10000)")
     p.add_argument("--T", type=_int_list, default=[1, 2, 4, 8, 16, 32])
     p.add_argument("--out", type=Path, default=Path("out/demo"))
-    p.add_argument("--batch-size", type=_positive_int, default=250)
+    p.add_argument("--batch-size", type=_batch, default=250)
     p.add_argument("--mode", choices=("auto", "step", "layer", "hybrid"), default="auto")
     _add_cos_options(p)
     _add_energy_options(p)
@@ -819,7 +837,7 @@ def _add_reproduce(sub: argparse._SubParsersAction) -> None:
                    help="comma-separated time-steps (default: the recipe's, 1,2,4,8,16,32)")
     p.add_argument("--limit", type=_positive_int, default=None,
                    help="evaluate on a fixed random subset of N test images (default: all)")
-    p.add_argument("--batch-size", type=_positive_int, default=250)
+    p.add_argument("--batch-size", type=_batch, default=250)
     p.add_argument("--mode", choices=("auto", "step", "layer", "hybrid"), default="auto",
                    help="simulation execution style (results are identical)")
     p.add_argument("--allow-unverified", action="store_true",
@@ -927,9 +945,12 @@ def _describe_failure(exc: BaseException) -> tuple[int, str]:
     2: the input was wrong (options, files, data, model) and the message says what to change;
     1: the run itself failed (disk full, out of memory, diverged training, an internal error).
     """
-    from .checkpoint import CheckpointError
+    from .checkpoint import CheckpointError, CheckpointWriteError
     from .data import DatasetNotFoundError, IdxFormatError
+    from .distributed import WorkerDiedError
 
+    if isinstance(exc, CheckpointWriteError | WorkerDiedError):
+        return 1, _one_line(str(exc))
     if isinstance(exc, CheckpointError | DatasetNotFoundError | IdxFormatError | ValueError):
         return 2, _one_line(str(exc)) or type(exc).__name__
     if isinstance(exc, OSError):
@@ -963,8 +984,12 @@ def main(argv: list[str] | None = None) -> int:
 
     Every failure is one line on stderr; ``--debug`` shows the traceback instead.
     """
-    parser = build_parser()
-    args, unknown = parser.parse_known_args(argv)
+    try:  # a Ctrl-C while the parser and its imports load is one line, exit 130, too
+        parser = build_parser()
+        args, unknown = parser.parse_known_args(argv)
+    except KeyboardInterrupt:
+        print("spikebridge: interrupted", file=sys.stderr)
+        return 130
     if not getattr(args, "func", None):
         if unknown:
             parser.error(f"unrecognized arguments: {' '.join(unknown)}")
@@ -975,15 +1000,15 @@ def main(argv: list[str] | None = None) -> int:
               f"(see `spikebridge {args.command} --help`)", file=sys.stderr)
         return 2
     debug = getattr(args, "debug", False)
-    from .memory_reuse import retain_freed_memory
-
-    # batch after batch reuses the same large buffers without page faults (memory_reuse);
-    # SPIKEBRIDGE_RETAIN_FREED_MEMORY=0 turns it off
-    retain_freed_memory()
     previous = warnings.showwarning
     if not debug:
         warnings.showwarning = _one_line_warnings(args.command)
     try:
+        from .memory_reuse import retain_freed_memory
+
+        # batch after batch reuses the same large buffers without page faults (memory_reuse);
+        # SPIKEBRIDGE_RETAIN_FREED_MEMORY=0 turns it off
+        retain_freed_memory()
         return args.func(args)
     except KeyboardInterrupt:
         print(f"spikebridge {args.command}: interrupted", file=sys.stderr)

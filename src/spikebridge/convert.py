@@ -121,6 +121,21 @@ def trace(model: nn.Module) -> fx.GraphModule:
     return fx.GraphModule(model, graph, model.__class__.__name__)
 
 
+def views_as_reshapes(gm: fx.GraphModule) -> None:
+    """Rewrite every ``x.view(shape)`` of the graph as ``x.reshape(shape)``.
+
+    The two give the same values; ``view`` additionally demands strides it can reinterpret, which
+    the SNN's channels_last activations (and its time-folded batches) do not have, so the ANN's
+    ``x.view(B, -1)`` would fail inside the traced network with a stride error. ``reshape``
+    copies only where a view is impossible. ``x.view(dtype)`` is left alone.
+    """
+    for node in gm.graph.nodes:
+        if node.op == "call_method" and node.target == "view" and not any(
+                isinstance(a, torch.dtype) for a in (*node.args[1:], *node.kwargs.values())):
+            node.target = "reshape"
+    gm.recompile()
+
+
 def _set_module(root: nn.Module, qualname: str, module: nn.Module) -> None:
     parent_name, _, child = qualname.rpartition(".")
     parent = root.get_submodule(parent_name) if parent_name else root
@@ -368,6 +383,7 @@ def convert(
         check_bits(weight_bits)
     ann = copy.deepcopy(model).eval()
     gm = trace(ann)
+    views_as_reshapes(gm)
     fold_graph_batchnorms(gm, recipe.bn_epsilon())
     sites = find_activation_sites(gm)
     if not sites:

@@ -61,6 +61,11 @@ class DistributedError(ValueError):
     failed, a device per process missing)."""
 
 
+class WorkerDiedError(DistributedError):
+    """A process of the run died without reporting an error (killed, out of memory): the run
+    failed, the input was not wrong (exit code 1 on the command line)."""
+
+
 class PeerFailedError(DistributedError):
     """Raised in the other processes when rank 0 stopped the run (the consequence, not the
     cause: :func:`launch` reports rank 0's own error instead)."""
@@ -341,7 +346,7 @@ def _raise_first_failure(results: Path, nproc: int, exited: mp.ProcessExitedExce
     failures = [o for o in (_read_outcome(results, i) for i in range(nproc))
                 if o is not None and o[0] == "error"]
     if not failures:
-        raise DistributedError(
+        raise WorkerDiedError(
             f"process {exited.error_index} of {nproc} died with exit code {exited.exit_code} "
             "without reporting an error (killed, out of memory?)"
         ) from None

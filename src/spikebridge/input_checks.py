@@ -94,6 +94,7 @@ def check_input(
     channels: int | None,
     dtype: torch.dtype,
     nonfinite: str = "error",
+    device: torch.device | None = None,
 ) -> torch.Tensor | None:
     """Validate a batch ``x`` for a network expecting ``[B, *input_shape]`` of ``dtype``.
 
@@ -101,14 +102,23 @@ def check_input(
     channel count (dim 1) is checked, when known. Returns ``None`` when every sample is finite,
     else (with ``nonfinite="propagate"``) the boolean mask ``[B]`` of samples holding NaN/±inf.
 
+    ``device``, when given, is the network's: an input elsewhere is refused.
+
     Raises:
-        InputError: ``x`` is not a tensor, has no batch dimension, has the wrong per-sample
+        InputError: ``x`` is a meta tensor or on another device than the network, is not a
+            tensor, has no batch dimension, has the wrong per-sample
             shape or channel count, or is not of ``dtype`` (e.g. uint8 images not yet scaled).
         NonFiniteInputError: a sample holds NaN or ±inf and ``nonfinite="error"``.
     """
     check_nonfinite_policy(nonfinite)
     if not isinstance(x, torch.Tensor):
         raise InputError(f"the input must be a torch.Tensor [B, C, H, W], got {type(x).__name__}")
+    if x.device.type == "meta":
+        raise InputError("the input is a meta tensor (it has a shape but no values); pass "
+                         "real images")
+    if device is not None and x.device != device and device.type != "meta":
+        raise InputError(f"the input is on {x.device} but the network on {device}; move one "
+                         f"of them (x.to({str(device)!r}) or snn.to({str(x.device)!r}))")
     expected = _shape_text(input_shape) if input_shape is not None else "[B, C, H, W]"
     if x.dim() < 2:
         raise InputError(f"the input has shape {list(x.shape)}; the network expects {expected} "

@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import operator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import fx, nn
 
-from .methods import ConversionMethod
 from .neurons import IFNeuron
+
+if TYPE_CHECKING:  # a type hint only: the methods build networks, so they import this module
+    from .methods import ConversionMethod
 
 __all__ = ["SpikingNetwork", "TimeSplit", "fuse_residual_currents", "split_time_invariant"]
 

@@ -21,6 +21,7 @@ run (docs/methods.md §2.6).
 from __future__ import annotations
 
 import math
+import numbers
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -34,6 +35,14 @@ from . import distributed
 from .devices import resolve_device
 from .energy import OperationCounter, record_operations
 from .input_checks import check_input, check_nonfinite_policy, infer_input_channels
+from .limits import (
+    MAX_STEPS,
+    ResourceLimitError,
+    UsageError,
+    check_memory,
+    check_steps,
+    simulation_bytes,
+)
 from .memory_reuse import retention_active
 from .network import SpikingNetwork
 from .neurons import sequence_mode
@@ -41,10 +50,13 @@ from .neurons import sequence_mode
 __all__ = [
     "EXECUTION_MODES",
     "Evaluation",
+    "check_labels",
+    "check_simulation_size",
     "check_steps",
     "correct_over_time",
     "evaluate",
     "layer_chunk_size",
+    "output_width",
     "preferred_mode",
     "resolve_mode",
     "simulate",
@@ -54,13 +66,6 @@ EXECUTION_MODES = ("auto", "step", "layer", "hybrid")
 # Layer-wise execution holds [T·B, ...] activations: the batch is processed in chunks so that
 # T·B stays at most this (bounded memory whatever the caller's batch size).
 LAYER_MODE_FOLDED_BATCH = 512
-
-
-def check_steps(steps: int) -> int:
-    """Validate a number of time-steps T (an integer >= 1)."""
-    if isinstance(steps, bool) or int(steps) != steps or steps < 1:
-        raise ValueError(f"the number of time-steps T must be an integer >= 1, got {steps!r}")
-    return int(steps)
 
 
 def preferred_mode(device: torch.device, calibrating: bool = False) -> str:
@@ -125,17 +130,41 @@ def simulate(
             f"got {type(snn).__name__}"
         )
     steps = check_steps(steps)
+    parameter = next(snn.parameters(), None)
     nonfinite_samples = check_input(
         x, input_shape=snn.input_shape,
         channels=None if snn.input_shape is not None else infer_input_channels(snn.network),
-        dtype=next((p.dtype for p in snn.parameters()), torch.float32), nonfinite=nonfinite,
+        dtype=parameter.dtype if parameter is not None else torch.float32, nonfinite=nonfinite,
+        device=parameter.device if parameter is not None else None,
     )
+    check_simulation_size(snn, steps, x.shape[0], x.device)
     outputs = _simulate_chunked(snn, x, steps, mode)
     if nonfinite_samples is None:
         return outputs
     return torch.where(nonfinite_samples.view(1, -1, *[1] * (outputs.dim() - 2)),
                        torch.full((), math.nan, dtype=outputs.dtype, device=outputs.device),
                        outputs)
+
+
+def output_width(snn: SpikingNetwork) -> int:
+    """Output values per sample: the last ``nn.Linear``'s width (1000 when there is none)."""
+    linears = [m for m in snn.network.modules() if isinstance(m, nn.Linear)]
+    return int(linears[-1].out_features) if linears else 1000
+
+
+def check_simulation_size(snn: SpikingNetwork, steps: int, batch: int,
+                          device: torch.device | str = "cpu") -> None:
+    """Refuse, before any work, a run whose frames per layer exceed ``MAX_STEPS`` or whose
+    per-step outputs would not fit in this machine's memory (:mod:`spikebridge.limits`)."""
+    frames = snn.frames_needed(steps)
+    if frames > MAX_STEPS:
+        raise ResourceLimitError(
+            f"T = {steps} makes every layer compute {frames:,} frames, above spikebridge's bound "
+            f"of {MAX_STEPS:,}"
+        )
+    check_memory(simulation_bytes(frames, batch, output_width(snn)),
+                 f"simulating T = {steps:,} steps for a batch of {batch:,}", device,
+                 hint="lower T or the batch size")
 
 
 def _simulate_chunked(snn: SpikingNetwork, x: torch.Tensor, steps: int, mode: str) -> torch.Tensor:
@@ -195,6 +224,27 @@ def _run_layerwise(
     return y.view(frames, batch, *y.shape[1:])
 
 
+def check_labels(y: object, x: object, classes: int) -> torch.Tensor:
+    """The labels of a batch: an integer tensor ``[B]`` (one per image of ``x``) with values in
+    ``[0, classes)``; anything else is a :class:`~spikebridge.limits.UsageError` (an
+    out-of-range label would silently score 0 %)."""
+    if not isinstance(y, torch.Tensor):
+        raise UsageError(f"the labels must be a torch.Tensor [B] of class indices, got "
+                         f"{type(y).__name__}")
+    if y.device.type == "meta":
+        raise UsageError("the labels are a meta tensor (shapes only, no values)")
+    if y.dim() != 1 or y.dtype.is_floating_point or y.dtype == torch.bool or y.is_complex():
+        raise UsageError(f"the labels must be a 1-D integer tensor [B] of class indices, got "
+                         f"{y.dtype} of shape {list(y.shape)}")
+    batch = x.shape[0] if isinstance(x, torch.Tensor) and x.dim() > 0 else None
+    if batch is not None and y.shape[0] != batch:
+        raise UsageError(f"the batch holds {batch} images but {y.shape[0]} labels")
+    if y.numel() and (int(y.min()) < 0 or int(y.max()) >= classes):
+        raise UsageError(f"labels must lie in [0, {classes - 1}] (the network has {classes} "
+                         f"outputs), found [{int(y.min())}, {int(y.max())}]")
+    return y
+
+
 def correct_over_time(outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Correct predictions at every step ``t`` of the running output sum (§2.6), shape ``[T]``.
 
@@ -219,8 +269,21 @@ class Evaluation:
     # operation counts and energy per T (spikebridge.energy.OperationReport); None if not counted
     operations: Any = None
 
-    def at(self, steps: Sequence[int]) -> dict[int, float]:
-        return {t: self.snn_accuracy[t] for t in steps}
+    def at(self, steps: int | Sequence[int]) -> float | dict[int, float]:
+        """SNN accuracy at ``steps``: one T gives a float, a sequence of T a ``{T: accuracy}``.
+
+        Raises :class:`~spikebridge.limits.UsageError` for a T that was not simulated."""
+        wanted = [steps] if isinstance(steps, numbers.Integral) else list(steps)
+        missing = [t for t in wanted if t not in self.snn_accuracy]
+        if missing:
+            have = sorted(self.snn_accuracy)
+            shown = (f"T = 1…{have[-1]}" if have == list(range(1, len(have) + 1))
+                     else "T in " + ", ".join(map(str, have)))
+            raise UsageError(f"no accuracy at T = {', '.join(map(str, missing))}: this evaluation "
+                             f"simulated {shown}; evaluate again with those steps")
+        if isinstance(steps, numbers.Integral):
+            return self.snn_accuracy[steps]
+        return {t: self.snn_accuracy[t] for t in wanted}
 
 
 def evaluate(
@@ -252,10 +315,17 @@ def evaluate(
     whole set, exactly the one-process accuracies.
     """
     check_nonfinite_policy(nonfinite)
-    step_list = [steps] if isinstance(steps, int) else list(steps)
+    if isinstance(steps, numbers.Real) or steps is None:
+        step_list = [steps]
+    elif isinstance(steps, Iterable) and not isinstance(steps, str | bytes):
+        step_list = list(steps)
+    else:
+        raise UsageError(f"steps must be a number of time-steps T or a list of them, got "
+                         f"{steps!r}")
     if not step_list:
-        raise ValueError("give at least one number of time-steps T")
-    horizon = max(check_steps(t) for t in step_list)
+        raise UsageError("give at least one number of time-steps T")
+    step_list = [check_steps(t) for t in step_list]
+    horizon = max(step_list)
     device = resolve_device(device) if device is not None else next(
         (p.device for p in snn.parameters()), torch.device("cpu")
     )
@@ -271,6 +341,7 @@ def evaluate(
     snn_seconds = ann_seconds = 0.0
     total = len(batches) if hasattr(batches, "__len__") else None
     for x, y in tqdm(batches, total=total, desc=description, disable=not progress, leave=False):
+        y = check_labels(y, x, output_width(snn))
         x, y = x.to(device), y.to(device)
         start = time.perf_counter()
         if per_horizon:

@@ -255,18 +255,38 @@ def train(
         saved = None
         if resume:
             saved = read_checkpoint(out_dir, train_state=True, allow_unverified=allow_unverified)
-            if _saved_training(saved.config.get("training")) != cfg.to_dict():
-                raise CheckpointError(
-                    f"cannot resume {out_dir}: it was trained with different settings "
-                    f"({saved.config.get('training')}); start a new directory or use the same "
-                    "options"
-                )
+            _check_resumable(saved, cfg, out_dir, log)
             if saved.train_state is None:
                 raise CheckpointError(f"cannot resume {out_dir}: its checkpoint has no training "
                                       "state (it was not written by `spikebridge train`)")
         return _train(cfg, out_dir, writer, saved, data_dir=data_dir, progress=progress,
                       command=command, device=device, log=log,
                       stop_after_epoch=stop_after_epoch, workers=workers)
+
+
+def _check_resumable(saved: LoadedCheckpoint, cfg: TrainConfig, out_dir: Path,
+                     log: Callable[[str], None]) -> None:
+    """Resuming needs the settings the checkpoint was trained with; only the epoch count may
+    grow, which extends the run: the cosine schedule is then recomputed over the new count and
+    continues from the step it reached (so the learning rate rises again from where the old
+    schedule left it, as in a warm restart — not the run a fresh ``--epochs N`` would give)."""
+    before = _saved_training(saved.config.get("training"))
+    now = cfg.to_dict()
+    if before is None or {**before, "epochs": now["epochs"]} != now:
+        changed = sorted(k for k in now if before is None or before.get(k) != now[k])
+        raise CheckpointError(
+            f"cannot resume {out_dir}: it was trained with different settings (differing: "
+            f"{', '.join(changed)}; only --epochs may change, to extend the run); start a new "
+            "directory or use the same options"
+        )
+    done = int(saved.epoch or 0)
+    if cfg.epochs < done:
+        raise CheckpointError(f"cannot resume {out_dir} with --epochs {cfg.epochs}: it has "
+                              f"already completed {done} epochs")
+    if cfg.epochs != before["epochs"]:
+        log(f"extending {out_dir} from {before['epochs']} to {cfg.epochs} epochs (the cosine "
+            f"learning-rate schedule is recomputed over {cfg.epochs} epochs from the step it "
+            "reached)")
 
 
 def _train(

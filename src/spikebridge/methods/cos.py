@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from ..if_kernel import fused_presimulation
+from ..limits import MAX_ITERATIONS, MAX_STEPS, ResourceLimitError, check_integer
 from ..neurons import IFNeuron, integrate_and_fire
 from .base import ActivationSite, ConversionMethod, require_threshold
 
@@ -102,10 +103,17 @@ class OffsetSpikeCalibration:
     epsilon: float = 1e-3
 
     def __post_init__(self) -> None:
-        if int(self.rho) != self.rho or self.rho < 1:
-            raise ValueError(f"COS needs rho (pre-simulation steps) >= 1, got {self.rho!r}")
-        if int(self.iterations) != self.iterations or self.iterations < 0:
-            raise ValueError(f"COS iterations must be an integer >= 0, got {self.iterations!r}")
+        # frozen dataclass: store the validated ints (a NaN or None never reaches the math)
+        object.__setattr__(self, "rho", check_integer(
+            self.rho, "COS's rho (pre-simulation steps)", minimum=1, maximum=MAX_STEPS))
+        object.__setattr__(self, "iterations", check_integer(
+            self.iterations, "COS iterations", minimum=0, maximum=MAX_ITERATIONS))
+        if self.rho * (self.iterations + 1) > MAX_STEPS:
+            raise ResourceLimitError(
+                f"COS with rho = {self.rho:,} and {self.iterations} iteration(s) computes "
+                f"{self.rho * (self.iterations + 1):,} frames per layer, above spikebridge's "
+                f"bound of {MAX_STEPS:,}"
+            )
         if self.variant not in VARIANTS:
             raise ValueError(f"COS variant must be one of {VARIANTS}, got {self.variant!r}")
         if self.variant == "lightweight" and self.iterations > 1:
