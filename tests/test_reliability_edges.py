@@ -367,3 +367,117 @@ def test_every_module_imports_in_a_fresh_package():
                           timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert int(done.stdout.strip()) > 30
+
+
+# ---------------------------------------------------------------------------------------------
+# 7. data files: links never followed by default, sizes bounded by the file
+
+
+def _image_tree(root: Path, classes=("a", "b", "c"), per_class: int = 3) -> None:
+    from PIL import Image
+
+    for name in classes:
+        (root / name).mkdir(parents=True)
+        for k in range(per_class):
+            Image.new("RGB", (4, 4), (k * 40, 0, 0)).save(root / name / f"{k}.png")
+
+
+def _folder(split: Path, **kwargs):
+    from spikebridge.data.imagefolder import ImageFolderDataset
+
+    return ImageFolderDataset(split, image_size=4, **kwargs)
+
+
+@pytest.mark.parametrize("follow", [False, True])
+def test_link_loops_in_an_image_folder_end_with_the_right_labels(tmp_path, follow):
+    val = tmp_path / "val"
+    _image_tree(val)
+    os.symlink("..", val / "a" / "loop1")
+    os.symlink("..", val / "a" / "loop2")
+    os.symlink("../b", val / "c" / "b-again")
+    start = time.perf_counter()
+    dataset = _folder(val, follow_links=follow)
+    assert time.perf_counter() - start < 1.0
+    assert len(dataset) == 9
+    assert dataset.labels.tolist() == [0] * 3 + [1] * 3 + [2] * 3
+
+
+def test_a_linked_class_folder_is_read_only_when_asked(tmp_path):
+    from spikebridge.data import DatasetNotFoundError
+
+    _image_tree(tmp_path / "elsewhere", classes=("a", "b"))
+    val = tmp_path / "val"
+    val.mkdir()
+    for name in ("a", "b"):
+        os.symlink(tmp_path / "elsewhere" / name, val / name)
+    with pytest.raises(DatasetNotFoundError, match="--follow-links"):
+        _folder(val)
+    dataset = _folder(val, follow_links=True)
+    assert len(dataset) == 6 and dataset.classes == ("a", "b")
+    assert dataset.labels.tolist() == [0] * 3 + [1] * 3
+
+
+def test_an_image_declaring_too_many_pixels_is_refused_before_decoding(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from spikebridge.data import imagefolder
+    from spikebridge.data.imagefolder import CorruptImageError, decode_image
+
+    path = tmp_path / "huge.png"
+    Image.new("L", (3000, 3000)).save(path)  # 9 M pixels in a few KB
+    monkeypatch.setattr(imagefolder, "MAX_IMAGE_PIXELS", 1_000_000)
+    with pytest.raises(CorruptImageError, match=r"3000 × 3000 = 9,000,000 pixels, more than"):
+        decode_image(path)
+    assert decode_image(_small_png(tmp_path)).shape == (8, 8, 3)  # below the bound: decoded
+
+
+def _small_png(tmp_path: Path) -> Path:
+    from PIL import Image
+
+    path = tmp_path / "small.png"
+    Image.new("RGB", (8, 8)).save(path)
+    return path
+
+
+class _Fabricated:
+    """Pickles as a call of ``numpy.ndarray(shape, dtype)``: a huge array from a few bytes."""
+
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        self.shape = shape
+
+    def __reduce__(self):
+        import numpy as np
+
+        return np.ndarray, (self.shape, np.dtype("u1"))
+
+
+def test_a_tiny_pickle_cannot_fabricate_a_huge_array(tmp_path):
+    import pickle
+
+    import numpy as np
+
+    from spikebridge.data import load_dataset
+    from spikebridge.data.datasets import DatasetFormatError
+    from spikebridge.data.safe_pickle import OversizedArrayError, safe_load
+
+    folder = tmp_path / "cifar-10-batches-py"
+    sys.path.insert(0, str(Path(__file__).parent))
+    try:
+        from test_cifar import write_cifar10_python
+    finally:
+        sys.path.pop(0)
+    write_cifar10_python(folder)
+    bomb = pickle.dumps({"data": _Fabricated((400000, 3072)),
+                         "labels": _Fabricated((400000,))}, protocol=2)
+    assert len(bomb) < 400
+    (folder / "test_batch").write_bytes(bomb)
+    with pytest.raises(OversizedArrayError, match=r"\(400000, 3072\)"):
+        safe_load(folder / "test_batch")
+    with pytest.raises(DatasetFormatError, match="test_batch.*not a plain data file"):
+        load_dataset("cifar10", "test", folder)
+    # an honest pickle of a real array still loads, through every constructor
+    (tmp_path / "ok.pkl").write_bytes(pickle.dumps({"x": np.arange(12, dtype=np.uint8)},
+                                                   protocol=2))
+    assert safe_load(tmp_path / "ok.pkl")["x"].tolist() == list(range(12))
+    (tmp_path / "ok5.pkl").write_bytes(pickle.dumps({"x": np.arange(12.0)}, protocol=5))
+    assert safe_load(tmp_path / "ok5.pkl")["x"].tolist() == list(map(float, range(12)))

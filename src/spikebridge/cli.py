@@ -149,6 +149,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    "cifar100-coarse (`spikebridge info`; docs/data.md)")
     p.add_argument("--data-dir", type=Path, default=None,
                    help="directory with the dataset's IDX files (default: the Debian package's)")
+    p.add_argument("--follow-links", action="store_true",
+                   help="follow symbolic links to directories in ImageNet / image-folder "
+                   "trees (each directory read once: loops are detected); off by default")
     p.add_argument("--activation", default=None,
                    help="qcfs:L=4,theta=2 (default) | relu | clipped_relu:theta=2 | "
                    "slip:L=4,c=0.5,theta=2[,delta1=0,delta2=0.5,learn_c=1] | strelu:theta=2 "
@@ -300,6 +303,9 @@ def _add_model_and_data(p: argparse.ArgumentParser, *, conversion: bool = True) 
                    "of the kind each method needs)")
     p.add_argument("--data-dir", type=Path, default=None,
                    help="directory with the dataset's files (default: the Debian package's)")
+    p.add_argument("--follow-links", action="store_true",
+                   help="follow symbolic links to directories in ImageNet / image-folder "
+                   "trees (each directory read once: loops are detected); off by default")
     p.add_argument("--limit", type=_positive_int, default=None,
                    help="evaluate on a fixed random subset of N test images (default: all; "
                    "analyse: 1000)")
@@ -766,6 +772,9 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=_positive_int, default=None,
                    help="with --retrain: override the number of epochs")
     p.add_argument("--data-dir", type=Path, default=None)
+    p.add_argument("--follow-links", action="store_true",
+                   help="follow symbolic links to directories in ImageNet / image-folder "
+                   "trees (each directory read once: loops are detected); off by default")
     p.add_argument("--limit", type=_int_at_least(0), default=2000,
                    help="test images to simulate (default 2000, a fixed random subset; "
                    "0 = all 10000)")
@@ -833,6 +842,9 @@ def _add_reproduce(sub: argparse._SubParsersAction) -> None:
                    help="checkpoint directory trained from the recipe")
     p.add_argument("--data-dir", type=Path, default=None,
                    help="directory with the dataset's files")
+    p.add_argument("--follow-links", action="store_true",
+                   help="follow symbolic links to directories in ImageNet / image-folder "
+                   "trees (each directory read once: loops are detected); off by default")
     p.add_argument("--T", type=_int_list, default=None,
                    help="comma-separated time-steps (default: the recipe's, 1,2,4,8,16,32)")
     p.add_argument("--limit", type=_positive_int, default=None,
@@ -1009,6 +1021,10 @@ def main(argv: list[str] | None = None) -> int:
         # batch after batch reuses the same large buffers without page faults (memory_reuse);
         # SPIKEBRIDGE_RETAIN_FREED_MEMORY=0 turns it off
         retain_freed_memory()
+        if getattr(args, "follow_links", False):  # read by the image-folder walk
+            from .data.imagefolder import FOLLOW_LINKS_ENV
+
+            os.environ[FOLLOW_LINKS_ENV] = "1"
         return args.func(args)
     except KeyboardInterrupt:
         print(f"spikebridge {args.command}: interrupted", file=sys.stderr)

@@ -302,6 +302,9 @@ def _labels_array(values: Any, key: str, n: int, num_classes: int, path: Path) -
     return labels.astype(np.int64)
 
 
+_MAX_IMAGES_PER_FILE = 50_000  # CIFAR-100's train file; CIFAR-10's batches hold 10 000
+
+
 def _read_python_file(spec: _Spec, path: Path) -> tuple[np.ndarray, list[np.ndarray]]:
     """``(images uint8 [N, 3, 32, 32], [labels int64 [N] per label key])`` of one pickle."""
     batch = _as_str_keys(_load_pickle(path), path)
@@ -322,6 +325,9 @@ def _read_python_file(spec: _Spec, path: Path) -> tuple[np.ndarray, list[np.ndar
             f"{data.shape}"
         )
     n = data.shape[0]
+    if n > _MAX_IMAGES_PER_FILE:
+        raise DatasetFormatError(f"{path}: 'data' holds {n:,} images; a CIFAR file holds at "
+                                 f"most {_MAX_IMAGES_PER_FILE:,}")
     labels = [
         _labels_array(batch[key], key, n, k, path)
         for key, k in zip(spec.label_keys, spec.num_classes, strict=True)

@@ -67,6 +67,7 @@ __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "IMAGE_EXTENSIONS",
+    "MAX_IMAGE_PIXELS",
     "CorruptImageError",
     "EvalTransform",
     "ImageFolderDataset",
@@ -117,13 +118,43 @@ def available_decoders() -> list[str]:
     return ["pil"] + (["simplejpeg"] if _simplejpeg is not None else [])
 
 
+MAX_IMAGE_PIXELS = 40_000_000
+"""Largest image (width × height) decoded; ImageNet's largest are far below it. A few hundred
+bytes of PNG can declare 12 000 × 12 000 pixels (1.7 GB decoded): the size is checked from the
+header before anything is decoded."""
+
+
+class _TooLarge(Exception):
+    def __init__(self, width: int, height: int) -> None:
+        super().__init__(f"{width} × {height} = {width * height:,} pixels, more than the "
+                         f"MAX_IMAGE_PIXELS = {MAX_IMAGE_PIXELS:,} this reader decodes")
+
+
+def _check_pixels(width: int, height: int) -> None:
+    if width * height > MAX_IMAGE_PIXELS:
+        raise _TooLarge(width, height)
+
+
 def _decode_pil(data: bytes) -> np.ndarray:
     from PIL import Image
 
-    with Image.open(io.BytesIO(data)) as image:
-        if image.mode != "RGB":
-            image = image.convert("RGB")
-        return np.array(image)
+    with warnings.catch_warnings():  # our bound, checked below, is the lower one
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            opened = Image.open(io.BytesIO(data))  # lazy: reads the header only
+        except Image.DecompressionBombError:
+            opened = None
+        if opened is None:  # above twice Pillow's own limit: read the size without its check
+            limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+            try:
+                opened = Image.open(io.BytesIO(data))
+            finally:
+                Image.MAX_IMAGE_PIXELS = limit
+        with opened as image:
+            _check_pixels(*image.size)
+            if image.mode != "RGB":
+                image = image.convert("RGB")
+            return np.array(image)
 
 
 def decode_image(source: str | os.PathLike[str] | bytes, decoder: str = "auto") -> np.ndarray:
@@ -149,13 +180,17 @@ def decode_image(source: str | os.PathLike[str] | bytes, decoder: str = "auto") 
         data = bytes(source) if isinstance(source, bytes | bytearray) else Path(source).read_bytes()
     except OSError as exc:
         raise CorruptImageError(name, f"{type(exc).__name__}: {exc.strerror or exc}") from exc
-    if decoder != "pil" and _simplejpeg is not None and data[:2] == _JPEG_MAGIC:
-        try:
-            return _simplejpeg.decode_jpeg(data, colorspace="RGB")
-        except ValueError:
-            pass  # CMYK, truncated, ...: Pillow decides (and names the problem)
     try:
+        if decoder != "pil" and _simplejpeg is not None and data[:2] == _JPEG_MAGIC:
+            try:
+                height, width = _simplejpeg.decode_jpeg_header(data)[:2]
+                _check_pixels(width, height)
+                return _simplejpeg.decode_jpeg(data, colorspace="RGB")
+            except ValueError:
+                pass  # CMYK, truncated, ...: Pillow decides (and names the problem)
         image = _decode_pil(data)
+    except _TooLarge as exc:
+        raise CorruptImageError(name, str(exc)) from None
     except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError, ...
         from PIL import UnidentifiedImageError
 
@@ -316,33 +351,89 @@ def _one_thread() -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
-def _find_classes(directory: Path) -> list[str]:
-    """Sorted names of the visible sub-folders of ``directory``."""
+FOLLOW_LINKS_ENV = "SPIKEBRIDGE_FOLLOW_LINKS"
+"""Set to 1 to follow symbolic links to directories by default (the CLI's ``--follow-links``)."""
+
+
+def _follow_default(follow_links: bool | None) -> bool:
+    if follow_links is not None:
+        return bool(follow_links)
+    return os.environ.get(FOLLOW_LINKS_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _find_classes(directory: Path, follow_links: bool = False) -> list[str]:
+    """Sorted names of the visible sub-folders of ``directory`` (links to folders only when
+    ``follow_links``)."""
     with os.scandir(directory) as entries:
-        return sorted(e.name for e in entries if e.is_dir() and not e.name.startswith("."))
+        return sorted(e.name for e in entries
+                      if not e.name.startswith(".") and e.is_dir(follow_symlinks=follow_links))
 
 
 def _is_image(name: str) -> bool:
     return not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS)
 
 
-def _list_images(directory: Path, classes: Sequence[str]) -> tuple[list[str], list[int]]:
-    """Relative paths (sorted within each class, sub-folders included) and labels."""
+def _directory_key(path: str | os.PathLike[str]) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _list_images(
+    directory: Path, classes: Sequence[str], follow_links: bool = False
+) -> tuple[list[str], list[int], int]:
+    """Relative paths (sorted within each class, sub-folders included), labels, and the number
+    of symbolic links to directories that were skipped.
+
+    Links to directories are not followed unless ``follow_links``; then every directory is
+    entered at most once, by device and inode, with the split folder and every class folder
+    marked up front — so a link back to an ancestor (``val/a/loop -> ..``) neither loops nor
+    lists another class's images under this one. Links to image *files* are always read.
+    """
+    visited = {_directory_key(directory)}
+    class_dirs = []
+    for name in classes:
+        class_dir = directory / name
+        usable = class_dir.is_dir() and (follow_links or not class_dir.is_symlink())
+        key = _directory_key(class_dir) if usable else None
+        if key is not None and key in visited:  # the same folder under two class names
+            key = usable = None
+        class_dirs.append(class_dir if usable else None)
+        visited.add(key)
     paths: list[str] = []
     labels: list[int] = []
-    for label, name in enumerate(classes):
-        class_dir = directory / name
-        if not class_dir.is_dir():
+    skipped = 0
+    for label, class_dir in enumerate(class_dirs):
+        if class_dir is None:
             continue
         found = []
-        for dirpath, dirnames, filenames in os.walk(class_dir, followlinks=True):
-            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        for dirpath, dirnames, filenames in os.walk(class_dir, followlinks=follow_links):
+            kept = []
+            for d in dirnames:
+                if d.startswith("."):
+                    continue
+                full = os.path.join(dirpath, d)
+                if os.path.islink(full) and not follow_links:
+                    skipped += 1
+                    continue
+                key = _directory_key(full)
+                if key is None or key in visited:
+                    continue
+                visited.add(key)
+                kept.append(d)
+            dirnames[:] = kept
             rel = os.path.relpath(dirpath, directory)
             found += [os.path.join(rel, f) for f in filenames if _is_image(f)]
         found.sort()
         paths += found
         labels += [label] * len(found)
-    return paths, labels
+    if not follow_links:
+        with os.scandir(directory) as entries:
+            skipped += sum(1 for e in entries if not e.name.startswith(".") and e.is_symlink()
+                           and e.is_dir())
+    return paths, labels, skipped
 
 
 class ImageFolderDataset(Dataset):
@@ -367,6 +458,9 @@ class ImageFolderDataset(Dataset):
         augment: RandomResizedCrop + flip (training) instead of resize + centre crop.
         mean, std: per-channel normalisation constants (default ImageNet's).
         decoder: ``"auto"``, ``"pil"`` or ``"simplejpeg"`` (see :func:`decode_image`).
+        follow_links: follow symbolic links to directories, entering each directory once (by
+            device and inode); default off (``$SPIKEBRIDGE_FOLLOW_LINKS=1`` turns it on), so a
+            link loop cannot make the listing endless or mislabel images.
 
     Raises:
         DatasetNotFoundError: ``directory`` is missing or holds no images.
@@ -387,6 +481,7 @@ class ImageFolderDataset(Dataset):
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
         decoder: str = "auto",
+        follow_links: bool | None = None,
     ) -> None:
         directory = Path(directory)
         hint = _hint(name)
@@ -394,7 +489,7 @@ class ImageFolderDataset(Dataset):
             raise DatasetNotFoundError(
                 name, [directory], [f"{directory} (no such directory)"], hint
             )
-        present = _find_classes(directory)
+        present = _find_classes(directory, _follow_default(follow_links))
         if classes is None:
             classes = present
         else:
@@ -420,7 +515,8 @@ class ImageFolderDataset(Dataset):
             TrainTransform(image_size) if augment else EvalTransform(image_size, resize_size)
         )
         self.image_size = int(image_size)
-        paths, labels = _list_images(directory, self.classes)
+        self.follow_links = _follow_default(follow_links)
+        paths, labels, skipped = _list_images(directory, self.classes, self.follow_links)
         if not paths:
             with os.scandir(directory) as entries:
                 loose = sum(1 for e in entries if e.is_file() and _is_image(e.name))
@@ -430,10 +526,12 @@ class ImageFolderDataset(Dataset):
                     f"class ({directory}/<class>/<image>); for ImageNet's val/ sort the images "
                     f"into class folders first (see docs/data.md)"
                 )
+            links = (f"; {skipped} symbolic link(s) to directories were not followed — pass "
+                     "follow_links=True (CLI --follow-links) to read them" if skipped else "")
             raise DatasetNotFoundError(
                 name,
                 [directory],
-                [f"{directory} (no {'/'.join(IMAGE_EXTENSIONS)} files in class folders)"],
+                [f"{directory} (no {'/'.join(IMAGE_EXTENSIONS)} files in class folders{links})"],
                 hint,
             )
         encoded = [os.fsencode(p) for p in paths]
@@ -561,6 +659,7 @@ def load_streaming_dataset(
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
     decoder: str = "auto",
+    follow_links: bool | None = None,
 ) -> ImageFolderDataset:
     """Open an ImageNet / ImageFolder split for streaming (lists the files, decodes nothing).
 
@@ -576,6 +675,8 @@ def load_streaming_dataset(
         augment: training transform (RandomResizedCrop + flip); default: on for ``"train"``.
         mean, std: normalisation; default ImageNet's (pass your data's for ``imagefolder``).
         decoder: ``"auto"``, ``"pil"`` or ``"simplejpeg"``.
+        follow_links: follow symbolic links to directories (with loop detection); default
+            off, or ``$SPIKEBRIDGE_FOLLOW_LINKS``.
 
     Raises:
         ValueError: unknown name or split.
@@ -602,7 +703,8 @@ def load_streaming_dataset(
                     details.append(f"{directory} (no such directory)")
                     continue
                 train_dir = base / "train"
-                classes = _find_classes(train_dir) if train_dir.is_dir() else None
+                follow = _follow_default(follow_links)
+                classes = _find_classes(train_dir, follow) if train_dir.is_dir() else None
                 return ImageFolderDataset(
                     directory,
                     classes,
@@ -614,6 +716,7 @@ def load_streaming_dataset(
                     mean=IMAGENET_MEAN if mean is None else mean,
                     std=IMAGENET_STD if std is None else std,
                     decoder=decoder,
+                    follow_links=follow,
                 )
     if not searched:
         details.append(f"no directory to search (no --data-dir given and ${DATA_DIR_ENV} unset)")

@@ -38,7 +38,7 @@ except ImportError:  # pragma: no cover - numpy 1.x
     from numpy.core import multiarray as _multiarray
     from numpy.core import numeric as _numeric
 
-__all__ = ["RestrictedUnpickler", "UnsafePickleError", "safe_load"]
+__all__ = ["OversizedArrayError", "RestrictedUnpickler", "UnsafePickleError", "safe_load"]
 
 _LATIN1_NAMES = frozenset({"latin1", "latin-1", "latin_1", "iso-8859-1", "iso8859-1", "l1"})
 
@@ -92,6 +92,58 @@ def _allowed_globals() -> dict[tuple[str, str], Callable[..., Any] | type]:
 _ALLOWED = _allowed_globals()
 
 
+class OversizedArrayError(pickle.UnpicklingError):
+    """A pickle asks for an array holding more bytes than the file it comes from."""
+
+
+_SLACK_BYTES = 4096  # headers and small arrays of a pickle far smaller than its payload
+
+
+def _array_bytes(shape: Any, dtype: Any) -> int:
+    dims = (shape,) if isinstance(shape, int | np.integer) else tuple(shape)
+    count = 1
+    for dim in dims:
+        count *= max(int(dim), 0)
+    return count * np.dtype(dtype if dtype is not None else float).itemsize
+
+
+class _BoundedArrays:
+    """The array constructors a pickle may call, each refusing an array of more than
+    ``max_bytes``: an honest data file carries its arrays' bytes, so an array larger than the
+    file can only be a fabricated one (``numpy.ndarray((400000, 3072))`` in 240 bytes)."""
+
+    def __init__(self, source: str, max_bytes: int) -> None:
+        self.source, self.max_bytes = source, max_bytes
+
+    def check(self, shape: Any, dtype: Any) -> None:
+        try:
+            nbytes = _array_bytes(shape, dtype)
+        except (TypeError, ValueError) as exc:
+            raise pickle.UnpicklingError(f"{self.source}: invalid array shape {shape!r} "
+                                         f"({exc})") from None
+        if nbytes > self.max_bytes:
+            shown = tuple(np.atleast_1d(shape).tolist())
+            raise OversizedArrayError(
+                f"{self.source}: the pickle asks for an array of shape {shown} ({nbytes:,} "
+                f"bytes), more than the {self.max_bytes - _SLACK_BYTES:,}-byte file can hold; "
+                "it is not a plain data file"
+            )
+
+    def ndarray(self, shape: Any, dtype: Any = float, *args: Any, **kwargs: Any) -> np.ndarray:
+        self.check(shape, dtype)
+        return np.ndarray(shape, dtype, *args, **kwargs)
+
+    def reconstruct(self, subtype: Any, shape: Any, dtype: Any) -> np.ndarray:
+        if subtype == self.ndarray:  # bound methods compare equal, never identical
+            subtype = np.ndarray
+        self.check(shape, dtype if not isinstance(dtype, bytes) else "u1")
+        return _multiarray._reconstruct(subtype, shape, dtype)
+
+    def frombuffer(self, buffer: Any, dtype: Any, shape: Any, order: str) -> np.ndarray:
+        self.check(shape, dtype)
+        return _numeric._frombuffer(buffer, dtype, shape, order)
+
+
 class RestrictedUnpickler(pickle.Unpickler):
     """A :class:`pickle.Unpickler` that admits only numpy arrays and plain containers.
 
@@ -101,11 +153,16 @@ class RestrictedUnpickler(pickle.Unpickler):
         encoding: how Python 2 ``str`` objects are decoded; ``"latin1"`` (the default) is the one
             that round-trips numpy array data from Python 2 pickles, ``"bytes"`` keeps them as
             ``bytes``.
+        max_bytes: the size of the data the pickle comes from; no array it constructs may hold
+            more (plus 4 KiB), else :class:`OversizedArrayError`. ``None``: unbounded.
     """
 
-    def __init__(self, file: Any, *, source: str = "<pickle>", encoding: str = "latin1") -> None:
+    def __init__(self, file: Any, *, source: str = "<pickle>", encoding: str = "latin1",
+                 max_bytes: int | None = None) -> None:
         super().__init__(file, encoding=encoding)
         self.source = source
+        self._arrays = (None if max_bytes is None
+                        else _BoundedArrays(source, int(max_bytes) + _SLACK_BYTES))
 
     def find_class(self, module: str, name: str) -> Any:
         """Return the admitted global ``module.name``; raise :class:`UnsafePickleError` otherwise.
@@ -113,9 +170,17 @@ class RestrictedUnpickler(pickle.Unpickler):
         Nothing is imported: the admitted objects were resolved when this module was imported.
         """
         try:
-            return _ALLOWED[(module, name)]
+            found = _ALLOWED[(module, name)]
         except KeyError:
             raise UnsafePickleError(self.source, module, name) from None
+        if self._arrays is not None:  # bounded array constructors
+            if found is np.ndarray:
+                return self._arrays.ndarray
+            if found is _multiarray._reconstruct:
+                return self._arrays.reconstruct
+            if found is _numeric._frombuffer:
+                return self._arrays.frombuffer
+        return found
 
     def persistent_load(self, pid: Any) -> Any:
         """Refuse persistent ids (plain data files have none)."""
@@ -133,4 +198,6 @@ def safe_load(path: str | os.PathLike[str], *, encoding: str = "latin1") -> Any:
     """
     path = Path(path)
     with path.open("rb") as file:
-        return RestrictedUnpickler(file, source=str(path), encoding=encoding).load()
+        size = os.fstat(file.fileno()).st_size
+        return RestrictedUnpickler(file, source=str(path), encoding=encoding,
+                                   max_bytes=size).load()
