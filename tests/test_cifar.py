@@ -6,6 +6,8 @@ import io
 import os
 import pickle
 import struct
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -23,6 +25,7 @@ from spikebridge.data import (
     load_cifar100,
     load_dataset,
     safe_load,
+    safe_pickle,
 )
 from spikebridge.data import cifar as cifar_module
 from spikebridge.data import datasets as datasets_module
@@ -450,6 +453,213 @@ def test_restricted_unpickler_loads_plain_data_at_every_protocol():
     # exceptions survive pickling (e.g. through a DataLoader worker)
     error = UnsafePickleError("f.pkl", "os", "system")
     assert str(pickle.loads(pickle.dumps(error))) == str(error)
+
+
+# ---------------------------------------------------------------------------------------------
+# the restricted unpickler: sizes bounded by the file, numpy states checked
+
+
+class _Call:
+    """Pickles as the call ``func(*args)`` (with ``state`` set by BUILD when given); objects
+    sharing one ``args`` tuple pickle it once (memoised)."""
+
+    def __init__(self, func, args, state=None):
+        self.func, self.args, self.state = func, args, state
+
+    def __reduce__(self):
+        return (self.func, self.args) if self.state is None else (self.func, self.args, self.state)
+
+
+def _bin(s: str) -> bytes:  # BINUNICODE
+    raw = s.encode()
+    return b"X" + struct.pack("<I", len(raw)) + raw
+
+
+_DTYPE_V8 = b"cnumpy\ndtype\n" + _bin("V8") + b"\x89\x88\x87R"  # dtype('V8', False, True)
+_RECONSTRUCT = (b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\n"
+                b"K\x00\x85C\x01b\x87R")  # _reconstruct(ndarray, (0,), b'b')
+
+
+def _dtype_state(elsize: int) -> bytes:  # (3, '|', None, None, None, elsize, 1, 0)
+    return b"(K\x03" + _bin("|") + b"NNNJ" + struct.pack("<i", elsize) + b"K\x01K\x00tb"
+
+
+def _array_state(memo: int) -> bytes:  # (1, (2,), <memo>, False, 16 zero bytes)
+    return b"(K\x01K\x02\x85h" + bytes([memo]) + b"\x89C\x10" + bytes(16) + b"tb"
+
+
+def test_a_240_byte_test_batch_cannot_claim_400000_images(tmp_path):
+    import tracemalloc
+
+    folder = tmp_path / "cifar-10-batches-py"
+    write_cifar10_python(folder)
+    bomb = pickle.dumps({"data": _Call(np.ndarray, ((400000, 3072), np.dtype("u1"))),
+                         "labels": [0]}, protocol=2)
+    assert len(bomb) <= 240
+    bad = folder / "test_batch"
+    bad.write_bytes(bomb)
+    tracemalloc.start()
+    try:
+        with pytest.raises(DatasetFormatError) as info:
+            _load_quietly("cifar10", "test", tmp_path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert str(info.value) == (
+        f"{bad}: the pickle asks for an array of shape (400000, 3072) (1,228,800,000 bytes), "
+        f"more than the {len(bomb)}-byte file can hold; it is not a plain data file")
+    assert isinstance(info.value.__cause__, safe_pickle.OversizedArrayError)
+    assert peak < 1 << 20  # nothing was allocated
+    # the honest batches next to it still load, and so does an honest test_batch again
+    assert len(_load_quietly("cifar10", "train", tmp_path)) == 20
+    write_cifar10_python(folder)
+    assert len(_load_quietly("cifar10", "test", tmp_path)) == 10
+
+
+@pytest.mark.parametrize("build", ["ndarray", "reconstruct", "bytearray", "bytes", "set"])
+def test_memoised_arguments_cannot_multiply_the_arrays_built(tmp_path, build):
+    """Every array may be below the file's size and yet, built 3000 times from the same
+    memoised arguments, hold 3000 times as much: all of them together are bounded too."""
+    args = {
+        "ndarray": (np.ndarray, ((4096,), np.dtype("u1"))),
+        "reconstruct": (safe_pickle._multiarray._reconstruct, (np.ndarray, (4096,), b"B")),
+        "bytearray": (bytearray, (b"x" * 4096,)),
+        "bytes": (bytes, (4096,)),
+        "set": (set, (list(range(4096)),)),
+    }[build]
+    path = tmp_path / "batch"
+    path.write_bytes(pickle.dumps([_Call(*args) for _ in range(3000)], protocol=2))
+    assert path.stat().st_size < 100_000  # and asks for 12 MB
+    with pytest.raises(safe_pickle.OversizedArrayError, match="in all") as info:
+        safe_load(path)
+    assert str(path) in str(info.value) and "not a plain data file" in str(info.value)
+    # a single such object is below the bound and loads
+    path.write_bytes(pickle.dumps([_Call(*args)] * 3000, protocol=2))  # one object, memoised
+    assert len(safe_load(path)) == 3000
+
+
+def test_huge_bytes_and_bytearray_lengths_are_refused(tmp_path):
+    for kind in (bytes, bytearray):
+        path = tmp_path / kind.__name__
+        path.write_bytes(pickle.dumps({"data": _Call(kind, (300_000_000,))}, protocol=2))
+        assert path.stat().st_size < 100
+        with pytest.raises(safe_pickle.OversizedArrayError,
+                           match=rf"a {kind.__name__} object \(300,000,000 bytes\)"):
+            safe_load(path)
+
+
+def test_an_object_array_state_must_list_every_object(tmp_path):
+    """numpy leaves the elements its state does not list uninitialised: reading them crashed the
+    process (SIGSEGV). Run in a child process so that a regression fails this test only."""
+    short = _Call(safe_pickle._multiarray._reconstruct, (np.ndarray, (0,), b"b"),
+                  (1, (3_000_000,), np.dtype(object), False, [1]))
+    path = tmp_path / "short.pkl"
+    path.write_bytes(pickle.dumps({"data": short}, protocol=2))
+    script = (
+        "import sys\n"
+        "from spikebridge.data.safe_pickle import safe_load\n"
+        "try:\n"
+        "    print(repr(safe_load(sys.argv[1])['data'][:5]))\n"
+        "except Exception as exc:\n"
+        "    print(type(exc).__name__, exc)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, f"exit {done.returncode}: {done.stderr[-500:]}"
+    assert done.stdout.startswith(f"RefusedPickleError {path}: an object array of shape "
+                                  "(3000000,) (3,000,000 elements) gets 1 objects")
+    # an object array listing every element loads
+    whole = np.array([1, "a", None, (2, 3)], dtype=object)
+    path.write_bytes(pickle.dumps({"data": whole}, protocol=2))
+    assert safe_load(path)["data"].tolist() == whole.tolist()
+
+
+def test_numpy_states_are_set_once_on_fresh_objects(tmp_path):
+    """numpy lets a dtype's state change the item size (or the 'holds objects' flag) of arrays
+    that already use it, and fields point anywhere: only a fresh dtype's state is set, once,
+    and only plain dtypes are admitted."""
+    head = b"\x80\x03"
+    cases = {
+        # d = dtype('V8'); a = array of 2 × d (16 bytes); then d's item size set to 100 000
+        "dtype changed after use": head + _DTYPE_V8 + b"q\x00" + _dtype_state(8)
+        + _RECONSTRUCT + _array_state(0) + b"h\x00" + _dtype_state(100_000) + b"\x86.",
+        "array state set twice": head + _DTYPE_V8 + b"q\x00" + _dtype_state(8)
+        + _RECONSTRUCT + _array_state(0) + _array_state(0)[:-1] + b"b.",
+        "state of a list": head + b"]" + b"(K\x01tb.",
+    }
+    for raw in cases.values():
+        path = tmp_path / "state.pkl"
+        path.write_bytes(raw)
+        with pytest.raises(safe_pickle.RefusedPickleError, match="it is not a plain data file"):
+            safe_load(path)
+    # the first without its last step is an honest pickle: it loads
+    path.write_bytes(head + _DTYPE_V8 + b"q\x00" + _dtype_state(8) + _RECONSTRUCT
+                     + _array_state(0) + b".")
+    assert safe_load(path).nbytes == 16
+    forged = {
+        "claims to hold objects": (3, "|", None, None, None, 8, 1, 63),
+        "field beyond its item": (3, "|", None, ("x",), {"x": (np.dtype("u8"), 100_000)}, 8, 1,
+                                  0),
+    }
+    for state in forged.values():
+        path.write_bytes(pickle.dumps(_Call(np.dtype, ("V8", False, True), state), protocol=2))
+        with pytest.raises(safe_pickle.RefusedPickleError, match="not a plain numpy dtype"):
+            safe_load(path)
+    with pytest.raises(safe_pickle.RefusedPickleError, match="not a plain numpy dtype"):
+        RestrictedUnpickler(io.BytesIO(pickle.dumps(np.zeros(2, "u1,f4")))).load()
+
+
+def test_honest_pickles_load_within_the_bounds(tmp_path):
+    shared = np.arange(4)
+    data = {
+        "zeros": np.zeros((1000, 3072), np.uint8),  # file ≈ the array: the tightest case
+        "big-endian": np.arange(5, dtype=">u8"),
+        "strings": np.array([b"ab", b"c"]),
+        "unicode": np.array(["héllo", "x"]),
+        "dates": np.array(["2020-01-01"], dtype="M8[s]"),
+        "objects": np.array([1, "a", None], dtype=object),
+        "fortran": np.asfortranarray(np.arange(6.0).reshape(2, 3)),
+        "empty": np.zeros((0, 3)),
+        "scalars": (np.float64(2.5), np.bytes_(b"xy"), np.int8(-3)),
+        "shared": [shared, shared],
+        "containers": (bytearray(b"abc"), b"", {1, 2}, frozenset({3})),
+    }
+    path = tmp_path / "honest.pkl"
+    for protocol in range(pickle.HIGHEST_PROTOCOL + 1):
+        raw = pickle.dumps(data, protocol=protocol)
+        path.write_bytes(raw)
+        back, expected = safe_load(path), pickle.loads(raw)
+        for key, value in expected.items():
+            if isinstance(value, np.ndarray):
+                assert back[key].dtype == value.dtype, (protocol, key)
+                assert back[key].tolist() == value.tolist(), (protocol, key)
+                assert back[key].flags.f_contiguous == value.flags.f_contiguous
+        assert back["shared"][0] is back["shared"][1]
+        assert back["scalars"] == expected["scalars"]
+        assert back["containers"] == expected["containers"]
+    # a protocol-2 pickle of zeros alone: its bytes are copied twice on the way, still in bounds
+    path.write_bytes(pickle.dumps({"data": np.zeros((3000, 3072), np.uint8)}, protocol=2))
+    assert safe_load(path)["data"].shape == (3000, 3072)
+
+
+def test_a_cifar_file_holding_more_images_than_the_release_is_refused(tmp_path):
+    n = 10_001  # the official CIFAR-10 files hold 10 000 each
+    write_cifar10_python(tmp_path / "py")
+    bad = tmp_path / "py" / "test_batch"
+    bad.write_bytes(_py2_batch(n))
+    message = (f"{bad}: holds 10,001 images, but a cifar10 test file holds at most 10,000 (the "
+               "official release's count); it is not a cifar10 file")
+    with pytest.raises(DatasetFormatError) as info:
+        _load_quietly("cifar10", "test", tmp_path / "py")
+    assert str(info.value) == message
+    write_cifar10_binary(tmp_path / "bin")
+    bad = tmp_path / "bin" / "data_batch_3.bin"
+    bad.write_bytes(bytes(n * 3073))
+    with pytest.raises(DatasetFormatError, match=r"data_batch_3.bin: holds 10,001 images, but "
+                       "a cifar10 train file holds at most 10,000"):
+        load_dataset("cifar10", "train", tmp_path / "bin")
+    bad.write_bytes(bytes(10_000 * 3073))  # the official count is fine
+    assert len(load_dataset("cifar10", "train", tmp_path / "bin")) == 4 * 4 + 10_000
 
 
 # ---------------------------------------------------------------------------------------------

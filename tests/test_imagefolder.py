@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+import os
+import shutil
+import time
 import warnings
 from pathlib import Path
 
@@ -340,3 +343,232 @@ def test_distributed_sampling(tree, tmp_path):
             assert sum(len(y) for _, y in loader) == 6
     finally:
         torch.distributed.destroy_process_group()
+
+
+# ---------------------------------------------------------------------------------------------
+# symbolic links to directories: not followed by default; followed with loop detection
+
+
+@pytest.fixture
+def no_follow_env(monkeypatch):
+    """No $SPIKEBRIDGE_FOLLOW_LINKS from the environment (restored, even if a test sets it)."""
+    monkeypatch.setenv("SPIKEBRIDGE_FOLLOW_LINKS", "")  # "": off
+
+
+def _tiny_tree(split: Path, classes=("a", "b", "c"), per_class: int = 3) -> None:
+    for name in classes:
+        (split / name).mkdir(parents=True)
+        for k in range(per_class):
+            Image.new("RGB", (4, 4), (40 * k, 0, 0)).save(split / name / f"{name}{k}.png")
+
+
+def _real_label_of(dataset: ImageFolderDataset) -> dict[Path, int]:
+    """Every listed file, resolved, with its label; the names are unique (nothing twice)."""
+    found = [(dataset.path(i).resolve(), int(y)) for i, y in enumerate(dataset.labels)]
+    assert len({path for path, _ in found}) == len(found), "an image is listed twice"
+    return dict(found)
+
+
+@pytest.mark.parametrize("follow", [False, True], ids=["default", "follow_links"])
+def test_two_link_loops_end_at_once_with_nine_images(tmp_path, no_follow_env, follow):
+    val = tmp_path / "val"
+    _tiny_tree(val)
+    (val / "a" / "loop1").symlink_to("..")
+    (val / "a" / "loop2").symlink_to("..")  # two loops: endless before (os.walk followlinks)
+    start = time.perf_counter()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        dataset = ImageFolderDataset(val, follow_links=follow)
+    assert time.perf_counter() - start < 1.0
+    assert len(dataset) == 9 and dataset.classes == ("a", "b", "c")
+    assert dataset.labels.tolist() == [0] * 3 + [1] * 3 + [2] * 3
+    labels = _real_label_of(dataset)
+    assert all(path.parent.name == dataset.classes[label] for path, label in labels.items())
+    messages = [str(w.message) for w in caught]
+    if follow:
+        assert not messages
+    else:  # the links are reported, in one warning naming the way to read them
+        assert len(messages) == 1 and "2 symbolic link(s)" in messages[0]
+        assert "--follow-links" in messages[0]
+
+
+def test_one_link_loop_keeps_every_label(tmp_path, no_follow_env):
+    val = tmp_path / "val"
+    _tiny_tree(val)
+    (val / "a" / "up").symlink_to("..")  # was: 369 images, b's and c's labelled a
+    for follow in (False, True):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            dataset = ImageFolderDataset(val, follow_links=follow)
+        assert len(dataset) == 9
+        assert [dataset.path(i).relative_to(val).parts[0] for i in range(9)] == (
+            ["a"] * 3 + ["b"] * 3 + ["c"] * 3)
+        assert dataset.labels.tolist() == [0] * 3 + [1] * 3 + [2] * 3
+
+
+def test_follow_links_reads_linked_folders_once_and_ends_loops(tmp_path, no_follow_env):
+    val = tmp_path / "data" / "val"
+    _tiny_tree(val)
+    elsewhere = tmp_path / "elsewhere"
+    _tiny_tree(elsewhere, classes=("d",), per_class=2)
+    (elsewhere / "d" / "more").mkdir()
+    Image.new("RGB", (4, 4)).save(elsewhere / "d" / "more" / "d9.png")
+    (val / "d").symlink_to(elsewhere / "d")  # a class folder elsewhere
+    (elsewhere / "d" / "to-split").symlink_to(val)  # a loop through the split folder
+    (elsewhere / "d" / "more" / "self").symlink_to("..")  # a loop inside the linked folder
+    (val / "a" / "b-again").symlink_to("../b")  # another class's folder
+    (val / "c" / "d-again").symlink_to(elsewhere / "d" / "more")  # a folder of class d
+    start = time.perf_counter()
+    dataset = ImageFolderDataset(val, follow_links=True)
+    assert time.perf_counter() - start < 1.0
+    assert dataset.classes == ("a", "b", "c", "d")
+    assert len(dataset) == 9 + 3  # d's 2 images and more/d9.png, each once
+    labels = _real_label_of(dataset)
+    assert labels[(elsewhere / "d" / "more" / "d9.png").resolve()] == 3
+    assert all(path.name.startswith(dataset.classes[label]) for path, label in labels.items())
+    # the same listing through load_streaming_dataset, and through $SPIKEBRIDGE_FOLLOW_LINKS
+    shutil.copytree(val, tmp_path / "data" / "train", symlinks=True)
+    streamed = load_streaming_dataset("imagefolder", "val", tmp_path / "data", follow_links=True)
+    assert streamed.classes == dataset.classes and len(streamed) == 12
+    assert imagefolder_module.FOLLOW_LINKS_ENV == "SPIKEBRIDGE_FOLLOW_LINKS"
+    os.environ["SPIKEBRIDGE_FOLLOW_LINKS"] = "1"  # restored by the fixture
+    assert len(load_streaming_dataset("imagefolder", "val", tmp_path / "data")) == 12
+
+
+def test_linked_folders_are_skipped_by_default(tmp_path, no_follow_env):
+    data = tmp_path / "data"
+    _tiny_tree(tmp_path / "elsewhere", classes=("a", "b"), per_class=2)
+    for split in ("train", "val"):
+        (data / split).mkdir(parents=True)
+        for name in ("a", "b"):
+            (data / split / name).symlink_to(tmp_path / "elsewhere" / name)
+    # nothing left: the message says why and how to read them (and a warning about train/'s)
+    with pytest.raises(DatasetNotFoundError) as info, pytest.warns(UserWarning, match="train"):
+        load_streaming_dataset("imagefolder", "val", data)
+    message = str(info.value)
+    assert "2 symbolic link(s) to directories were not followed" in message
+    assert "follow_links=True" in message and "--follow-links" in message
+    assert len(load_streaming_dataset("imagefolder", "val", data, follow_links=True)) == 4
+    # linked class folders in train/ only: val's real folders are not among the classes read,
+    # and the warning says why
+    for name in ("a", "b"):
+        (data / "val" / name).unlink()
+    shutil.copytree(tmp_path / "elsewhere", data / "val", dirs_exist_ok=True)
+    with pytest.warns(UserWarning, match=r"train: 2 class folder\(s\) are symbolic links"):
+        with pytest.raises(DatasetFormatError, match="not among the 0 training classes"):
+            load_streaming_dataset("imagefolder", "val", data)
+    for name in ("a", "b"):
+        shutil.rmtree(data / "val" / name)
+        (data / "val" / name).symlink_to(tmp_path / "elsewhere" / name)
+    # a real class folder next to them: read, the linked ones skipped with a warning; a linked
+    # sub-folder is skipped too, a linked image *file* is read
+    real = data / "val" / "c"
+    real.mkdir()
+    Image.new("RGB", (4, 4)).save(real / "c0.png")
+    (real / "c1.png").symlink_to(tmp_path / "elsewhere" / "a" / "a0.png")
+    (real / "sub").symlink_to(tmp_path / "elsewhere" / "b")
+    with pytest.warns(UserWarning, match=r"3 symbolic link\(s\) to directories were not followed"):
+        dataset = ImageFolderDataset(data / "val")
+    assert dataset.classes == ("c",)
+    assert [dataset.path(i).name for i in range(len(dataset))] == ["c0.png", "c1.png"]
+    # a split folder that is itself a link is read as usual (only links inside it count)
+    (tmp_path / "linked-split").mkdir()
+    (tmp_path / "linked-split" / "val").symlink_to(tmp_path / "elsewhere")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(load_streaming_dataset("imagefolder", "val", tmp_path / "linked-split")) == 4
+
+
+def test_cli_follow_links_reaches_the_image_folder_walk(tmp_path, no_follow_env):
+    from spikebridge.cli import build_parser, main
+
+    for command in (["evaluate", "--model", "m"], ["train", "--out", "m"]):
+        args = build_parser().parse_args([*command, "--follow-links"])
+        assert args.follow_links is True
+        assert build_parser().parse_args(command).follow_links is False
+    assert not imagefolder_module._follow_default(None)
+    # main() hands the flag to the walk (then fails on the missing model: exit 2)
+    assert main(["evaluate", "--model", str(tmp_path / "none"), "--follow-links"]) == 2
+    assert imagefolder_module._follow_default(None)
+
+
+# ---------------------------------------------------------------------------------------------
+# the pixel bound: checked from the header, before anything is decoded
+
+
+def _png_declaring(width: int, height: int) -> bytes:
+    """A valid PNG header declaring ``width × height`` 1-bit pixels (the data is cut short)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (struct.pack(">I", len(body)) + kind + body
+                + struct.pack(">I", zlib.crc32(kind + body)))
+
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+            + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
+
+
+def _jpeg_declaring(width: int, height: int) -> bytes:
+    """A small JPEG whose frame header (SOF0) is patched to declare ``width × height``."""
+    import io
+    import struct
+
+    out = io.BytesIO()
+    Image.new("RGB", (16, 16), (10, 200, 30)).save(out, "JPEG")
+    raw = bytearray(out.getvalue())
+    sof = raw.index(b"\xff\xc0")
+    raw[sof + 5 : sof + 9] = struct.pack(">HH", height, width)
+    return bytes(raw)
+
+
+def test_a_12000_square_png_is_refused_before_decoding(tmp_path):
+    path = tmp_path / "bomb.png"
+    Image.new("1", (12000, 12000)).save(path)  # ~17 KB that would decode to 432 MB RGB
+    assert path.stat().st_size < 100_000
+    assert imagefolder_module.MAX_IMAGE_PIXELS == 40_000_000
+    for decoder in ("auto", "pil"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # Pillow's DecompressionBombWarning never fires
+            with pytest.raises(CorruptImageError) as info:
+                decode_image(path, decoder)
+        assert str(info.value) == (
+            f"{path}: cannot read this image (12000 × 12000 = 144,000,000 pixels, more than the "
+            f"MAX_IMAGE_PIXELS = 40,000,000 this reader decodes)")
+
+
+@pytest.mark.parametrize("kind", ["png", "jpeg"])
+@pytest.mark.parametrize("decoder", ["auto", "pil", "simplejpeg"])
+def test_declared_sizes_above_the_bound_are_refused_by_every_decoder(tmp_path, kind, decoder):
+    if decoder == "simplejpeg" and not has_simplejpeg:
+        pytest.skip("simplejpeg is not installed")
+    make = _png_declaring if kind == "png" else _jpeg_declaring
+    # 7000² just above our bound; 20000² above twice Pillow's own (its DecompressionBombError)
+    for side in (7000, 20000):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            with pytest.raises(CorruptImageError, match=rf"{side} × {side} = [\d,]+ pixels, "
+                               "more than the MAX_IMAGE_PIXELS"):
+                decode_image(make(side, side), decoder)
+    # below the bound the same files are decoded as before (the JPEG), or fail as truncated
+    assert decode_image(_jpeg_declaring(16, 16), decoder).shape == (16, 16, 3)
+    with pytest.raises(CorruptImageError) as info:
+        decode_image(_png_declaring(64, 64), decoder)
+    assert "MAX_IMAGE_PIXELS" not in str(info.value)
+
+
+def test_the_bound_is_the_module_constant_and_the_loader_names_the_file(tmp_path, monkeypatch,
+                                                                         no_follow_env):
+    split = tmp_path / "val"
+    _tiny_tree(split, classes=("a",), per_class=1)
+    big = split / "a" / "big.png"
+    Image.new("RGB", (300, 200)).save(big)
+    monkeypatch.setattr(imagefolder_module, "MAX_IMAGE_PIXELS", 50_000)
+    dataset = ImageFolderDataset(split, image_size=4)
+    with pytest.raises(CorruptImageError, match=r"300 × 200 = 60,000 pixels.*50,000") as info:
+        _epoch(make_loader(dataset, batch_size=2))
+    assert str(big) in str(info.value)
+    loader = make_loader(dataset, batch_size=2, skip_corrupt=True)
+    with pytest.warns(UserWarning, match="skipped 1 unreadable image"):
+        assert sum(len(y) for _, y in _epoch(loader)) == 1

@@ -21,8 +21,9 @@ The pickles are read with :mod:`spikebridge.data.safe_pickle`, which refuses any
 arrays and plain containers, so a tampered file cannot run code. Files are validated (keys,
 shapes, dtype, label range, record length) and errors name the file. A python-version file whose
 MD5 differs from the official release only triggers a :class:`ChecksumWarning` (subsets and
-re-saved copies are legitimate); the number of images is whatever the files hold. The meta files
-are optional: without them the standard class names are used.
+re-saved copies are legitimate); the number of images is whatever the files hold, up to the
+official count per file (10 000, or 50 000 in CIFAR-100's ``train``): a file claiming more is
+refused. The meta files are optional: without them the standard class names are used.
 
 Where the files are looked for: in the ``data_dir`` argument (``--data-dir``) when one is given,
 otherwise in ``$SPIKEBRIDGE_DATA_DIR``. Within such a root ``R`` the files may lie in the
@@ -50,7 +51,7 @@ from spikebridge.data.datasets import (
     _first_directory_with_data,
     _search_roots,
 )
-from spikebridge.data.safe_pickle import UnsafePickleError, safe_load
+from spikebridge.data.safe_pickle import RefusedPickleError, safe_load
 
 __all__ = [
     "CIFAR10_CLASSES",
@@ -138,6 +139,7 @@ class _Spec:
     num_classes: tuple[int, ...]  # per label key
     layouts: tuple[_Layout, ...]
     archives: tuple[str, str]  # python, binary download names
+    images_per_file: dict[str, int]  # per split, in the official release: the most a file holds
 
 
 _CIFAR10 = _Spec(
@@ -164,6 +166,7 @@ _CIFAR10 = _Spec(
         ),
     ),
     archives=("cifar-10-python.tar.gz", "cifar-10-binary.tar.gz"),
+    images_per_file={"train": 10_000, "test": 10_000},  # 5 batches of 10 000 + 1
 )
 
 _CIFAR100 = _Spec(
@@ -187,6 +190,7 @@ _CIFAR100 = _Spec(
         ),
     ),
     archives=("cifar-100-python.tar.gz", "cifar-100-binary.tar.gz"),
+    images_per_file={"train": 50_000, "test": 10_000},  # one file per split
 )
 
 
@@ -262,7 +266,7 @@ def _check_md5(layout: _Layout, paths: list[Path], what: str) -> None:
 def _load_pickle(path: Path) -> Any:
     try:
         return safe_load(path)
-    except UnsafePickleError as exc:
+    except RefusedPickleError as exc:  # names the file and why, in one sentence
         raise DatasetFormatError(str(exc)) from exc
     except OSError:
         raise
@@ -302,10 +306,19 @@ def _labels_array(values: Any, key: str, n: int, num_classes: int, path: Path) -
     return labels.astype(np.int64)
 
 
-_MAX_IMAGES_PER_FILE = 50_000  # CIFAR-100's train file; CIFAR-10's batches hold 10 000
+def _check_count(spec: _Spec, split: str, n: int, path: Path) -> None:
+    """Refuse a file of ``split`` holding more images than the official release's files do."""
+    most = spec.images_per_file[split]
+    if n > most:
+        raise DatasetFormatError(
+            f"{path}: holds {n:,} images, but a {spec.name} {split} file holds at most {most:,} "
+            f"(the official release's count); it is not a {spec.name} file"
+        )
 
 
-def _read_python_file(spec: _Spec, path: Path) -> tuple[np.ndarray, list[np.ndarray]]:
+def _read_python_file(
+    spec: _Spec, path: Path, split: str
+) -> tuple[np.ndarray, list[np.ndarray]]:
     """``(images uint8 [N, 3, 32, 32], [labels int64 [N] per label key])`` of one pickle."""
     batch = _as_str_keys(_load_pickle(path), path)
     needed = ("data", *spec.label_keys)
@@ -325,9 +338,7 @@ def _read_python_file(spec: _Spec, path: Path) -> tuple[np.ndarray, list[np.ndar
             f"{data.shape}"
         )
     n = data.shape[0]
-    if n > _MAX_IMAGES_PER_FILE:
-        raise DatasetFormatError(f"{path}: 'data' holds {n:,} images; a CIFAR file holds at "
-                                 f"most {_MAX_IMAGES_PER_FILE:,}")
+    _check_count(spec, split, n, path)
     labels = [
         _labels_array(batch[key], key, n, k, path)
         for key, k in zip(spec.label_keys, spec.num_classes, strict=True)
@@ -335,10 +346,13 @@ def _read_python_file(spec: _Spec, path: Path) -> tuple[np.ndarray, list[np.ndar
     return data.reshape(n, 3, 32, 32), labels
 
 
-def _read_binary_file(spec: _Spec, path: Path) -> tuple[np.ndarray, list[np.ndarray]]:
+def _read_binary_file(
+    spec: _Spec, path: Path, split: str
+) -> tuple[np.ndarray, list[np.ndarray]]:
     """Same as :func:`_read_python_file` for the binary version (fixed-length records)."""
     label_bytes = len(spec.label_keys)
     record = label_bytes + _PIXELS
+    _check_count(spec, split, path.stat().st_size // record, path)  # before reading it all
     raw = path.read_bytes()
     if not raw or len(raw) % record:
         raise DatasetFormatError(
@@ -346,6 +360,7 @@ def _read_binary_file(spec: _Spec, path: Path) -> tuple[np.ndarray, list[np.ndar
             f"({label_bytes} label byte(s) + {_PIXELS} pixel bytes); the file is truncated or "
             f"not a {spec.name} binary file"
         )
+    _check_count(spec, split, len(raw) // record, path)
     records = np.frombuffer(raw, dtype=np.uint8).reshape(-1, record)
     labels = []
     for column, (key, k) in enumerate(zip(spec.label_keys, spec.num_classes, strict=True)):
@@ -420,7 +435,7 @@ def _load(spec: _Spec, split: str, data_dir: str | Path | None, label_key: str) 
     layout, directory = _locate(spec, split, data_dir)
     paths = [directory / f for f in layout.files[split]]
     read = _read_python_file if layout.kind == "python" else _read_binary_file
-    parts = [read(spec, p) for p in paths]
+    parts = [read(spec, p, split) for p in paths]
     _check_md5(layout, paths, f"{spec.name}/{split}")
     which = spec.label_keys.index(label_key)
     classes = _class_names(layout, directory, spec)[which]

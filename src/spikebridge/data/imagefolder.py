@@ -6,6 +6,14 @@ Layout: ``ROOT/train/<class>/*.JPEG`` and ``ROOT/val/<class>/*.JPEG`` (``.jpg``,
 whenever it exists, so a validation folder that lacks some classes still gets the training
 labels. ImageNet's class folders are the WordNet ids (``n01440764`` …).
 
+Symbolic links to directories inside a split folder (class folders or their sub-folders) are
+not followed — a link loop such as ``val/a/loop -> ..`` would otherwise list images endlessly
+or under the wrong class — unless ``follow_links=True`` (CLI ``--follow-links``,
+``$SPIKEBRIDGE_FOLLOW_LINKS=1``): then each directory is entered once, by device and inode.
+Skipped links are reported (a warning, or the error when nothing else is left). Links to image
+files, and a split or data folder that is itself a link, are read as usual. An image declaring
+more than :data:`MAX_IMAGE_PIXELS` pixels is refused from its header, before decoding.
+
 Unlike :func:`spikebridge.data.load_dataset` nothing is loaded up front:
 :func:`load_streaming_dataset` lists the files (sorted) and :class:`ImageFolderDataset` decodes
 and transforms one image per ``__getitem__``; :func:`make_loader` batches it with worker
@@ -387,10 +395,13 @@ def _list_images(
     """Relative paths (sorted within each class, sub-folders included), labels, and the number
     of symbolic links to directories that were skipped.
 
-    Links to directories are not followed unless ``follow_links``; then every directory is
-    entered at most once, by device and inode, with the split folder and every class folder
-    marked up front — so a link back to an ancestor (``val/a/loop -> ..``) neither loops nor
-    lists another class's images under this one. Links to image *files* are always read.
+    Links to directories are not followed unless ``follow_links``. Links to image *files* are
+    always read. With ``follow_links`` every directory is entered at most once, by device and
+    inode: the split folder and every class folder are marked up front, and each class's own
+    tree (its real sub-folders) is listed before any link is followed — so a link back to an
+    ancestor (``val/a/loop -> ..``) neither loops nor lists an image twice, and a link into
+    another class's folder never moves that class's images under this one. A folder reached
+    only through links goes to the first class (in label order) whose tree links to it.
     """
     visited = {_directory_key(directory)}
     class_dirs = []
@@ -402,21 +413,18 @@ def _list_images(
             key = usable = None
         class_dirs.append(class_dir if usable else None)
         visited.add(key)
-    paths: list[str] = []
-    labels: list[int] = []
-    skipped = 0
-    for label, class_dir in enumerate(class_dirs):
-        if class_dir is None:
-            continue
-        found = []
-        for dirpath, dirnames, filenames in os.walk(class_dir, followlinks=follow_links):
+    found: list[list[str]] = [[] for _ in class_dirs]
+    links: list[tuple[int, str]] = []  # links to directories met in the class trees
+
+    def walk(label: int, top: str | Path, follow: bool) -> None:
+        for dirpath, dirnames, filenames in os.walk(top, followlinks=follow):
             kept = []
-            for d in dirnames:
+            for d in sorted(dirnames):  # sorted: which path reaches a folder first is fixed
                 if d.startswith("."):
                     continue
                 full = os.path.join(dirpath, d)
-                if os.path.islink(full) and not follow_links:
-                    skipped += 1
+                if not follow and os.path.islink(full):
+                    links.append((label, full))
                     continue
                 key = _directory_key(full)
                 if key is None or key in visited:
@@ -425,14 +433,28 @@ def _list_images(
                 kept.append(d)
             dirnames[:] = kept
             rel = os.path.relpath(dirpath, directory)
-            found += [os.path.join(rel, f) for f in filenames if _is_image(f)]
-        found.sort()
-        paths += found
-        labels += [label] * len(found)
-    if not follow_links:
+            found[label] += [os.path.join(rel, f) for f in filenames if _is_image(f)]
+
+    for label, class_dir in enumerate(class_dirs):  # the real trees (os.walk never loops)
+        if class_dir is not None:
+            walk(label, class_dir, follow=False)
+    skipped = 0
+    if follow_links:
+        for label, link in links:  # then the links, each target entered once
+            key = _directory_key(link)
+            if key is not None and key not in visited:
+                visited.add(key)
+                walk(label, link, follow=True)
+    else:
         with os.scandir(directory) as entries:
-            skipped += sum(1 for e in entries if not e.name.startswith(".") and e.is_symlink()
-                           and e.is_dir())
+            skipped = len(links) + sum(1 for e in entries if not e.name.startswith(".")
+                                       and e.is_symlink() and e.is_dir())
+    paths: list[str] = []
+    labels: list[int] = []
+    for label, files in enumerate(found):
+        files.sort()
+        paths += files
+        labels += [label] * len(files)
     return paths, labels, skipped
 
 
@@ -517,6 +539,13 @@ class ImageFolderDataset(Dataset):
         self.image_size = int(image_size)
         self.follow_links = _follow_default(follow_links)
         paths, labels, skipped = _list_images(directory, self.classes, self.follow_links)
+        if paths and skipped:
+            warnings.warn(
+                f"{directory}: {skipped} symbolic link(s) to directories were not followed, so "
+                f"the images below them are not in the dataset; pass follow_links=True (CLI "
+                f"--follow-links) to read them",
+                stacklevel=2,
+            )
         if not paths:
             with os.scandir(directory) as entries:
                 loose = sum(1 for e in entries if e.is_file() and _is_image(e.name))
@@ -643,6 +672,20 @@ def _candidates(name: str, root: Path) -> list[Path]:
     return [root]
 
 
+def _warn_linked_classes(train_dir: Path) -> None:
+    """Warn that linked class folders of ``train_dir`` are missing from the class list."""
+    with os.scandir(train_dir) as entries:
+        linked = sum(1 for e in entries if not e.name.startswith(".") and e.is_symlink()
+                     and e.is_dir())
+    if linked:
+        warnings.warn(
+            f"{train_dir}: {linked} class folder(s) are symbolic links, which are not followed, "
+            f"so their classes are missing from the class list; pass follow_links=True (CLI "
+            f"--follow-links) to read them",
+            stacklevel=3,
+        )
+
+
 def list_streaming_datasets() -> list[str]:
     """Names accepted by :func:`load_streaming_dataset`, sorted."""
     return sorted(STREAMING_DATASETS)
@@ -705,6 +748,8 @@ def load_streaming_dataset(
                 train_dir = base / "train"
                 follow = _follow_default(follow_links)
                 classes = _find_classes(train_dir, follow) if train_dir.is_dir() else None
+                if classes is not None and not follow and directory != train_dir:
+                    _warn_linked_classes(train_dir)
                 return ImageFolderDataset(
                     directory,
                     classes,
