@@ -607,6 +607,9 @@ def load_checkpoint(
     """Rebuild the model from the verified ``config.json`` and load its verified weights (eval
     mode). ``directory`` is the user-facing checkpoint directory (or the shipped model's)."""
     ckpt = read_checkpoint(directory, allow_unverified=allow_unverified)
+    if ckpt.config.get("kind") == "spikebridge-snn":
+        raise CheckpointError(f"{directory} holds a converted SNN, not an ANN checkpoint; load "
+                              "it with spikebridge.load_snn (CLI: --snn DIR)")
     # Built on the meta device first: a config that declares absurd sizes (a 100000×100000
     # input_size) costs nothing until its parameter shapes are matched against the weights file,
     # whose size bounds every allocation that follows.
