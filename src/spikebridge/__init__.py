@@ -45,6 +45,8 @@ _EXPORTS = {
     "evaluate": "simulate",
     "simulate": "simulate",
     "UsageError": "limits",
+    "save_snn": "snn_artefact",
+    "load_snn": "snn_artefact",
     "ResourceLimitError": "limits",
 }
 

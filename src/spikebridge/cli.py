@@ -497,8 +497,6 @@ def _resolve_model(spec, args: argparse.Namespace) -> Path:
 def _load(args: argparse.Namespace, model_dir: Path | None = None):
     """(ANN, config, test loader, model label) for a checkpoint and --data-dir / --limit."""
     from .checkpoint import load_checkpoint
-    from .data.pipeline import evaluation_loader, open_checkpoint_split
-    from .input_checks import check_test_set
     from .shipped import SHIPPED_MODEL_DIR
 
     if model_dir is None:
@@ -509,16 +507,25 @@ def _load(args: argparse.Namespace, model_dir: Path | None = None):
     model_dir = model_dir or SHIPPED_MODEL_DIR
     ann, config = load_checkpoint(model_dir, device=args.device,
                                   allow_unverified=getattr(args, "allow_unverified", False) or None)
+    loader, label = _test_loader(args, config, model_dir)
+    return ann, config, loader, label
+
+
+def _test_loader(args: argparse.Namespace, config: dict, source: Path):
+    """(test loader, label) for the data a checkpoint's (or saved SNN's) config names."""
+    from .data.pipeline import evaluation_loader, open_checkpoint_split
+    from .input_checks import check_test_set
+
     if not isinstance(config.get("dataset"), str):
-        raise ValueError(f"{model_dir}/config.json names no dataset (field 'dataset'), so there "
+        raise ValueError(f"{source}/config.json names no dataset (field 'dataset'), so there "
                          "is no test set to evaluate it on; add it (e.g. \"dataset\": "
                          "\"fashion-mnist\") and re-sign the checkpoint")
     full = open_checkpoint_split(config, "test", args.data_dir)
-    check_test_set(full, config, model_dir, ignore=getattr(args, "ignore_data_mismatch", False))
+    check_test_set(full, config, source, ignore=getattr(args, "ignore_data_mismatch", False))
     test = full.subset(args.limit, seed=0)
-    label = f"{config['architecture']} ({Path(model_dir).name})"
+    label = f"{config['architecture']} ({Path(source).name})"
     loader = evaluation_loader(test, args.batch_size, workers=getattr(args, "workers", 0))
-    return ann, config, loader, label
+    return loader, label
 
 
 def _calibration_data(args: argparse.Namespace, config: dict):
@@ -604,6 +611,126 @@ def _run_methods(args: argparse.Namespace, specs: list, steps: list[int]):
     return records
 
 
+def _refuse_with_snn(args: argparse.Namespace, method_flag: str) -> None:
+    """With --snn the method, its parameters and the weights are the saved SNN's: options that
+    would choose them are refused, not ignored."""
+    given = [flag for flag, value in (
+        ("--model", args.model), (method_flag, getattr(args, method_flag[2:], None)),
+        ("--weight-bits", args.weight_bits), ("--calibration-samples", args.calibration_samples),
+        *((f"--{key}", getattr(args, key, None)) for key in COS_DEFAULTS),
+    ) if value is not None]
+    if given:
+        raise ValueError(f"{', '.join(given)} do(es) not apply with --snn: a saved SNN was "
+                         "converted with its method, parameters and weights once and for all "
+                         "(`spikebridge convert`)")
+
+
+def _run_snns(args: argparse.Namespace, directories: list[Path], steps: list[int]):
+    """Evaluate saved SNNs (``--snn``): no ANN, no conversion, no calibration data."""
+    import torch
+
+    from .methods import MethodSpec
+    from .reporting import evaluation_record
+    from .simulate import evaluate, resolve_mode
+    from .snn_artefact import load_snn
+
+    records = []
+    for directory in directories:
+        snn = load_snn(directory, device=args.device,
+                       allow_unverified=getattr(args, "allow_unverified", False) or None)
+        config = snn.config
+        loader, label = _test_loader(args, config, directory)
+        spec = MethodSpec(config["snn"]["method"], config["snn"]["params"])
+        nonfinite = "propagate" if args.allow_nonfinite else "error"
+        if _is_main_process():
+            _warn_if_long(args, snn, next(iter(loader))[0], len(loader.dataset), steps,
+                          spec.label, nonfinite)
+        result = evaluate(snn, loader, steps, mode=args.mode, device=args.device,
+                          progress=not args.quiet,
+                          description=f"{spec.label}: simulating T={max(steps)}",
+                          count_operations=not getattr(args, "no_energy", False),
+                          energy=_energy_model(args), nonfinite=nonfinite)
+        conversion = config["snn"].get("conversion", {})
+        extra = {"label": spec.label, "snn": str(directory),
+                 "mode": resolve_mode(snn, args.mode, torch.device(args.device)),
+                 "device": str(args.device), "weight_bits": snn.weight_bits,
+                 "calibration_samples": conversion.get("calibration_samples")}
+        record = evaluation_record(result, snn, steps, dataset=config["dataset"], model=label,
+                                   extra=extra)
+        record["ann_accuracy"] = None
+        records.append(record)
+    return records
+
+
+def _snn_directories(text: str) -> list[Path]:
+    return [Path(item) for item in text.split(",") if item.strip()]
+
+
+def _add_convert(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "convert", help="convert a trained ANN once and save the SNN (for evaluate --snn)",
+        description="Convert a checkpoint with one method — BatchNorm folded, data-based "
+        "statistics measured, weights quantized — and save the SNN as a hashed directory "
+        "(docs/export.md). `evaluate --snn DIR` then simulates it without the ANN or any "
+        "calibration pass; spikebridge.load_snn(DIR) loads it in Python.",
+    )
+    p.add_argument("--model", default=None, help="checkpoint directory from `spikebridge "
+                   "train` (default: the shipped model of the kind the method needs)")
+    p.add_argument("--method", default="qcfs", help="one " + _METHODS_HELP.format(
+        ", ".join(_method_names())) + " Default qcfs.")
+    p.add_argument("--out", type=Path, required=True, help="directory to write the SNN to")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an SNN already in --out (atomically)")
+    p.add_argument("--data-dir", type=Path, default=None,
+                   help="directory with the dataset's files (data-based methods read training "
+                   "images from it)")
+    p.add_argument("--calibration-samples", type=_positive_int, default=None,
+                   help="training images that data-based methods measure their statistics on "
+                   f"(default {DEFAULT_CALIBRATION_SAMPLES}); refused for other methods")
+    p.add_argument("--weight-bits", type=int, default=None,
+                   help="quantize every conv/linear weight to b-bit signed integers (2..16)")
+    p.add_argument("--batch-size", type=_batch, default=250)
+    p.add_argument("--allow-unverified", action="store_true",
+                   help="convert a checkpoint without (or failing) the SHA-256 manifest check")
+    _add_cos_options(p)
+    _add_common(p)
+    p.set_defaults(func=_cmd_convert)
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from .checkpoint import check_output_dir, load_checkpoint
+    from .convert import convert
+    from .methods import get_method
+    from .snn_artefact import save_snn
+
+    (spec,) = _one_method(args)
+    check_output_dir(args.out)
+    if args.weight_bits is not None:
+        from .quantization import check_bits
+
+        check_bits(args.weight_bits)
+    model_dir = _resolve_model(spec, args)
+    ann, config = load_checkpoint(model_dir, device=args.device,
+                                  allow_unverified=args.allow_unverified or None)
+    method = get_method(spec.name, **spec.params)
+    calibration = _calibration_data(args, config) if method.needs_calibration_data() else None
+    snn = convert(ann, method, calibration_data=calibration, weight_bits=args.weight_bits,
+                  progress=not args.quiet)
+    save_snn(snn.cpu(), args.out, ann_config=config, source=model_dir, overwrite=args.overwrite,
+             conversion={"calibration_samples": None if calibration is None
+                         else calibration.samples, "label": spec.label})
+    print(f"wrote {args.out} ({spec.label} SNN of {model_dir}; evaluate it with "
+          f"`spikebridge evaluate --snn {args.out}`)")
+    return 0
+
+
+def _one_method(args: argparse.Namespace) -> list:
+    specs = _method_specs(args.method, args)
+    if len(specs) != 1:
+        raise ValueError("convert takes one --method")
+    return specs
+
+
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "evaluate", help="convert a trained ANN and measure the SNN's accuracy at every T",
@@ -612,8 +739,11 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         "layer) next to the ANN's.",
     )
     _add_model_and_data(p)
-    p.add_argument("--method", default="qcfs", help="one " + _METHODS_HELP.format(
+    p.add_argument("--method", default=None, help="one " + _METHODS_HELP.format(
         ", ".join(_method_names())) + " Default qcfs.")
+    p.add_argument("--snn", default=None, metavar="DIR",
+                   help="evaluate an SNN saved by `spikebridge convert` instead of converting "
+                   "--model (no ANN, no calibration pass)")
     p.add_argument("--T", type=_int_list, default=[1, 2, 4, 8, 16, 32],
                    help="comma-separated time-steps (default 1,2,4,8,16,32)")
     p.add_argument("--json", type=Path, default=None, help="write the result record here")
@@ -629,13 +759,21 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .checkpoint import check_output_file
     from .reporting import format_accuracy_table, write_json
 
-    specs = _method_specs(args.method, args)
-    if len(specs) != 1:
-        raise ValueError("evaluate takes one --method; use `spikebridge compare --methods` for "
-                         "several")
+    if args.snn is not None:
+        _refuse_with_snn(args, "--method")
+        directories = _snn_directories(args.snn)
+        if len(directories) != 1:
+            raise ValueError("evaluate takes one --snn directory; use `spikebridge compare "
+                             "--snn D1,D2` for several")
+    else:
+        specs = _method_specs(args.method or "qcfs", args)
+        if len(specs) != 1:
+            raise ValueError("evaluate takes one --method; use `spikebridge compare --methods` "
+                             "for several")
     if args.json is not None:
         check_output_file(args.json)
-    records = _run_methods(args, specs, args.T)
+    records = (_run_snns(args, directories, args.T) if args.snn is not None
+               else _run_methods(args, specs, args.T))
     print(format_accuracy_table(records))
     _print_energy(records)
     if args.json and _is_main_process():
@@ -650,8 +788,11 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
         description="Evaluate several conversion methods on the same model and test images.",
     )
     _add_model_and_data(p)
-    p.add_argument("--methods", default="qcfs,cos", help="comma-separated; each a "
+    p.add_argument("--methods", default=None, help="comma-separated; each a "
                    + _METHODS_HELP.format(", ".join(_method_names())) + " Default qcfs,cos.")
+    p.add_argument("--snn", default=None, metavar="D1[,D2...]",
+                   help="compare SNNs saved by `spikebridge convert` instead of converting "
+                   "--model")
     p.add_argument("--T", type=_int_list, default=[1, 2, 4, 8, 16, 32])
     p.add_argument("--out", type=Path, default=Path("out/compare"),
                    help="directory for results.json, results.csv, accuracy_vs_T.png and "
@@ -681,9 +822,14 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from .checkpoint import check_output_dir
     from .reporting import format_accuracy_table
 
-    specs = _method_specs(args.methods, args)
-    check_output_dir(args.out)
-    records = _run_methods(args, specs, args.T)
+    if args.snn is not None:
+        _refuse_with_snn(args, "--methods")
+        check_output_dir(args.out)
+        records = _run_snns(args, _snn_directories(args.snn), args.T)
+    else:
+        specs = _method_specs(args.methods or "qcfs,cos", args)
+        check_output_dir(args.out)
+        records = _run_methods(args, specs, args.T)
     print(format_accuracy_table(records))
     _print_energy(records)
     if _is_main_process():
@@ -938,6 +1084,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_train(sub)
+    _add_convert(sub)
     _add_evaluate(sub)
     _add_compare(sub)
     _add_analyse(sub)

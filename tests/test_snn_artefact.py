@@ -1,0 +1,148 @@
+"""Saved SNNs (docs/export.md): save_snn / load_snn and `convert --out` + `evaluate --snn` give
+bit-identical simulations for every method; tampered or foreign directories are refused."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import torch
+
+import spikebridge as sb
+from spikebridge.activations import ActivationSpec
+from spikebridge.checkpoint import (
+    CONFIG_FILE,
+    CheckpointError,
+    UnverifiedCheckpointWarning,
+    load_checkpoint,
+)
+from spikebridge.cli import main
+from spikebridge.models import create_model
+from spikebridge.shipped import SHIPPED_MODEL_DIR
+from spikebridge.snn_artefact import SnnFormatError, load_snn, save_snn
+
+# a source ANN of the kind each method converts
+_SOURCES = {
+    "qcfs": "qcfs:L=4,theta=2", "cos": "qcfs:L=4,theta=2", "slip": "slip:L=4,c=0.5,theta=2",
+    "strelu": "strelu:theta=2",
+    "leaky-threshold": "leaky_threshold:theta=2,alpha=0.1,neg_theta=0.5",
+    "threshold-relu": "clipped_relu:theta=2", "ecc": "relu", "maxnorm": "relu",
+    "robustnorm": "relu", "threshold-balancing": "relu", "rmp": "relu", "opi": "relu",
+}
+
+
+def test_every_method_has_a_source_here():
+    assert set(_SOURCES) == set(sb.list_methods())
+
+
+def _snapshot(directory):
+    return directory / "snapshots" / os.readlink(directory / "current").split("/")[-1]
+
+
+@pytest.mark.parametrize("method", sorted(_SOURCES))
+def test_a_saved_snn_simulates_bit_identically(tmp_path, method):
+    torch.manual_seed(0)
+    ann = create_model("fashion_cnn", 10, 1, input_size=(8, 8),
+                       activation=ActivationSpec.parse(_SOURCES[method])).eval()
+    data = [(torch.rand(8, 1, 8, 8), torch.zeros(8, dtype=torch.long)) for _ in range(2)]
+    snn = sb.convert(ann, method, calibration_data=data, calibration_samples=16, weight_bits=6)
+    save_snn(snn, tmp_path / "snn")
+    loaded = load_snn(tmp_path / "snn")
+    assert loaded.weight_bits == 6 and loaded.method.params() == snn.method.params()
+    x = torch.rand(5, 1, 8, 8)
+    for steps in (1, 3, 8):
+        assert torch.equal(sb.simulate(loaded, x, steps), sb.simulate(snn, x, steps)), steps
+    # the neurons' parameters are stated, readable, in config.json
+    layers = json.loads((tmp_path / "snn" / CONFIG_FILE).read_text())["snn"]["layers"]
+    neurons = [r for r in layers.values() if r["type"] == "IFNeuron"]
+    assert len(neurons) == len(snn.neurons())
+    assert {r["reset"] for r in neurons} <= {"subtract", "zero"}
+
+
+@pytest.mark.parametrize("method", ["qcfs", "cos"])
+def test_convert_then_evaluate_snn_equals_evaluate_model(tmp_path, method, capsys):
+    out = tmp_path / "snn"
+    assert main(["convert", "--method", method, "--out", str(out), "--quiet"]) == 0
+    common = ["--T", "1,2,5", "--limit", "100", "--quiet", "--no-energy"]
+    assert main(["evaluate", "--snn", str(out), *common, "--json", str(tmp_path / "a.json")]) == 0
+    assert main(["evaluate", "--method", method, *common, "--json", str(tmp_path / "b.json")]) == 0
+    a = json.loads((tmp_path / "a.json").read_text())
+    b = json.loads((tmp_path / "b.json").read_text())
+    assert a["snn_accuracy"] == b["snn_accuracy"]
+    # and the networks themselves give the same bits
+    ann, _ = load_checkpoint(SHIPPED_MODEL_DIR)
+    x = torch.randn(6, 1, 28, 28)
+    assert torch.equal(sb.simulate(load_snn(out), x, 5), sb.simulate(sb.convert(ann, method), x, 5))
+
+
+def test_a_tampered_snn_is_refused(tmp_path, capsys):
+    ann, config = load_checkpoint(SHIPPED_MODEL_DIR)
+    save_snn(sb.convert(ann, "qcfs"), tmp_path / "snn", ann_config=config)
+    saved = _snapshot(tmp_path / "snn") / CONFIG_FILE
+    record = json.loads(saved.read_text())
+    name = next(n for n, r in record["snn"]["layers"].items() if r["type"] == "IFNeuron")
+    record["snn"]["layers"][name]["initial_fraction"] = 0.0
+    saved.write_text(json.dumps(record))
+    with pytest.raises(CheckpointError, match="edited after"):
+        load_snn(tmp_path / "snn")
+    assert main(["evaluate", "--snn", str(tmp_path / "snn"), "--T", "1", "--quiet"]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_a_graph_naming_a_foreign_function_is_refused_even_unverified(tmp_path):
+    ann, config = load_checkpoint(SHIPPED_MODEL_DIR)
+    save_snn(sb.convert(ann, "qcfs"), tmp_path / "snn", ann_config=config)
+    saved = _snapshot(tmp_path / "snn") / CONFIG_FILE
+    record = json.loads(saved.read_text())
+    node = next(n for n in record["snn"]["graph"] if n["op"] == "call_function")
+    node["target"] = "posix.system"
+    saved.write_text(json.dumps(record))
+    with pytest.raises(SnnFormatError, match="posix.system.*may not use"), \
+            pytest.warns(UnverifiedCheckpointWarning):
+        load_snn(tmp_path / "snn", allow_unverified=True)
+
+
+def test_snn_and_ann_directories_are_not_mixed_up(tmp_path, capsys):
+    ann, config = load_checkpoint(SHIPPED_MODEL_DIR)
+    save_snn(sb.convert(ann, "qcfs"), tmp_path / "snn", ann_config=config)
+    with pytest.raises(CheckpointError, match="holds a converted SNN"):
+        load_checkpoint(tmp_path / "snn")
+    with pytest.raises(CheckpointError, match="holds an ANN checkpoint"):
+        load_snn(SHIPPED_MODEL_DIR)
+    assert main(["evaluate", "--snn", str(tmp_path / "snn"), "--method", "cos", "--T", "1"]) == 2
+    assert "--method" in capsys.readouterr().err
+
+
+def test_a_custom_network_saves_and_loads(tmp_path):
+    """Any network convert() takes (not only our model registry), flattening with torch.flatten
+    and adding a residual branch."""
+
+    class Net(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = torch.nn.Conv2d(3, 4, 3, padding=1)
+            self.b = torch.nn.Conv2d(4, 4, 3, padding=1)
+            self.act1, self.act2 = sb.QCFS(4, 1.5), sb.QCFS(4, 1.5)
+            self.pool, self.fc = torch.nn.AdaptiveAvgPool2d(2), torch.nn.Linear(16, 5)
+
+        def forward(self, x):
+            y = self.act1(self.a(x))
+            y = self.act2(self.b(y) + y)
+            return self.fc(torch.flatten(self.pool(y), 1))
+
+    torch.manual_seed(1)
+    snn = sb.convert(Net().eval(), "cos", rho=3)
+    save_snn(snn, tmp_path / "snn")
+    x = torch.rand(4, 3, 6, 6)
+    assert torch.equal(sb.simulate(load_snn(tmp_path / "snn"), x, 6), sb.simulate(snn, x, 6))
+
+
+def test_an_existing_snn_is_replaced_only_with_overwrite(tmp_path):
+    """save_snn commits with the checkpoint writer: no silent overwrite, atomic replacement."""
+    ann, config = load_checkpoint(SHIPPED_MODEL_DIR)
+    save_snn(sb.convert(ann, "qcfs"), tmp_path / "snn", ann_config=config)
+    with pytest.raises(CheckpointError, match="already holds"):
+        save_snn(sb.convert(ann, "qcfs"), tmp_path / "snn", ann_config=config)
+    save_snn(sb.convert(ann, "cos"), tmp_path / "snn", ann_config=config, overwrite=True)
+    assert load_snn(tmp_path / "snn").method.name == "cos"
