@@ -46,6 +46,9 @@ _EXPORTS = {
     "simulate": "simulate",
     "UsageError": "limits",
     "save_snn": "snn_artefact",
+    "export_nir": "nir_export",
+    "write_nir": "nir_export",
+    "load_nir": "nir_export",
     "load_snn": "snn_artefact",
     "ResourceLimitError": "limits",
 }
