@@ -8,7 +8,7 @@ Discrete time, one step per call, dt = 1:
 * ``IF``: ``v += r·I``; ``z = v > v_threshold``; ``v = v_reset`` where ``z``; output ``z``;
 * ``I``: ``v += r·I``; output ``v``;  ``Threshold``: output ``I > threshold``;
 * ``Scale``: ``I ⊙ s``; ``Affine``: ``W I + b``; ``Linear``: ``W I``; ``Conv2d``, ``AvgPool2d``,
-  ``Flatten`` as their names say; ``Input`` / ``Output`` pass data in and out.
+  ``SumPool2d``, ``Flatten`` as their names say; ``Input`` / ``Output`` pass data in and out.
 
 Initial states are 0 — unless ``initial_states`` is set, when a neuron's
 ``spikebridge.initial_potential`` metadata starts its state (what a consumer that reads our
@@ -127,6 +127,10 @@ class NirExecutor:
         if isinstance(node, nir.AvgPool2d):
             return F.avg_pool2d(i, tuple(int(k) for k in node.kernel_size),
                                 tuple(int(s) for s in node.stride))
+        if isinstance(node, nir.SumPool2d):
+            kernel = tuple(int(k) for k in node.kernel_size)
+            return F.avg_pool2d(i, kernel, tuple(int(s) for s in node.stride),
+                                divisor_override=1)
         if isinstance(node, nir.Flatten):
             return torch.flatten(i, int(node.start_dim) + 1,
                                  int(node.end_dim) if node.end_dim < 0 else int(node.end_dim) + 1)

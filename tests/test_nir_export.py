@@ -136,3 +136,20 @@ def test_subtract_reset_sub_graph_matches_up_to_rounding_order():
     # without the initial potentials (v(0) = θ/2) in metadata a consumer runs another network
     ignored = NirExecutor(export_nir(snn), initial_states=False).run(x, 8)
     assert not torch.allclose(ignored, ours)
+
+
+def test_the_consumer_profile_computes_the_same_network():
+    """Spike values and pooling factors folded into the weights, AvgPool2d as SumPool2d: the
+    reference executor gives our outputs bit for bit on a hard-reset network."""
+    snn, shape = _snn("threshold-balancing", "relu")
+    graph = nir_export.for_consumers(export_nir(snn))
+    kinds = {type(node).__name__ for node in graph.nodes.values()}
+    assert "Scale" not in kinds and "AvgPool2d" not in kinds and "SumPool2d" in kinds
+    x = torch.rand(16, *shape)
+    assert torch.equal(NirExecutor(graph).run(x, 8), sb.simulate(snn, x, 8))
+
+
+def test_the_consumer_profile_refuses_spikes_summed_across_a_residual_connection():
+    snn, _ = _snn("threshold-balancing", "relu", arch="resnet20")
+    with pytest.raises(NirExportError, match="residual connection"):
+        nir_export.for_consumers(export_nir(snn))

@@ -55,7 +55,14 @@ from .methods import get_method
 from .network import SpikingNetwork
 from .neurons import IFNeuron
 
-__all__ = ["NIR_METADATA_KEY", "NirExportError", "export_nir", "load_nir", "write_nir"]
+__all__ = [
+    "NIR_METADATA_KEY",
+    "NirExportError",
+    "export_nir",
+    "for_consumers",
+    "load_nir",
+    "write_nir",
+]
 
 NIR_METADATA_KEY = "spikebridge"
 _SUBTRACT_KIND = "if-subtract-reset"
@@ -295,6 +302,91 @@ def _layer_node(nir: Any, name: str, module: nn.Module, in_shape: tuple[int, ...
                            end_dim=module.end_dim if module.end_dim < 0 else module.end_dim - 1,
                            metadata={NIR_METADATA_KEY: _clean(meta)})
     raise NirExportError(f"{name}: a {type(module).__name__} layer has no NIR counterpart here")
+
+
+def for_consumers(graph: Any, *, sum_pooling: bool = True) -> Any:
+    """A consumer-compatible copy of an exported graph, for importers with fewer node types.
+
+    * every neuron's ``.spike`` Scale (its spike value, θ for weighted spikes) is folded into
+      the weights of the one Conv2d / Affine / Linear it feeds (through pooling and flattening,
+      which commute with a scalar);
+    * an output Scale (the normalization methods' output factor) is folded into the last Affine;
+    * with ``sum_pooling``, every AvgPool2d becomes a SumPool2d with its ``1/(k_h·k_w)`` folded
+      forward the same way (Norse reads SumPool2d, not AvgPool2d).
+
+    The result computes the same function in another float order (``conv(θ·s)`` as
+    ``conv_{θW}(s)``; the pooling factors are powers of two for 2×2 pools, so exact), and is not
+    read back by :func:`load_nir`. Raises :class:`NirExportError` where a factor cannot be
+    folded (spikes of several neurons summed before a weighted layer: a residual connection).
+    """
+    nir = _nir()
+    nodes = dict(graph.nodes)
+    edges = list(graph.edges)
+    weighted = (nir.Conv2d, nir.Affine, nir.Linear)
+
+    def successors(name: str) -> list[str]:
+        return [b for a, b in edges if a == name]
+
+    def predecessors(name: str) -> list[str]:
+        return [a for a, b in edges if b == name]
+
+    def scaled(node: Any, factor: float, bias: bool) -> Any:
+        meta = dict(node.metadata or {})
+        if isinstance(node, nir.Conv2d):
+            return nir.Conv2d(input_shape=node.input_shape,
+                              weight=(node.weight * np.float32(factor)).astype(np.float32),
+                              stride=node.stride, padding=node.padding, dilation=node.dilation,
+                              groups=node.groups,
+                              bias=node.bias * np.float32(factor) if bias else node.bias,
+                              metadata=meta)
+        if isinstance(node, nir.Affine):
+            return nir.Affine(weight=(node.weight * np.float32(factor)).astype(np.float32),
+                              bias=node.bias * np.float32(factor) if bias else node.bias,
+                              metadata=meta)
+        return nir.Linear(weight=(node.weight * np.float32(factor)).astype(np.float32),
+                          metadata=meta)
+
+    def fold_forward(start: str, factor: float, what: str) -> None:
+        target = start
+        while True:
+            after = successors(target)
+            if len(after) != 1 or len(predecessors(after[0])) != 1:
+                raise NirExportError(
+                    f"{what}: its output is summed with others (a residual connection) before "
+                    "a weighted layer, so its factor cannot be folded into one")
+            target = after[0]
+            if isinstance(nodes[target], weighted):
+                nodes[target] = scaled(nodes[target], factor, bias=False)
+                return
+            if not isinstance(nodes[target], nir.AvgPool2d | nir.SumPool2d | nir.Flatten):
+                raise NirExportError(f"{what}: no weighted layer follows it to fold into")
+
+    if sum_pooling:
+        for name in [n for n, node in nodes.items() if isinstance(node, nir.AvgPool2d)]:
+            pool = nodes[name]
+            nodes[name] = nir.SumPool2d(kernel_size=pool.kernel_size, stride=pool.stride,
+                                        padding=pool.padding, metadata=dict(pool.metadata or {}))
+            fold_forward(name, 1.0 / float(np.prod(pool.kernel_size)), name)
+    for name in [n for n, node in graph.nodes.items() if isinstance(node, nir.Scale)]:
+        factor = np.unique(np.asarray(nodes[name].scale))
+        if factor.size != 1:
+            raise NirExportError(f"{name}: a Scale by different factors cannot be folded")
+        if name.endswith(".spike"):
+            fold_forward(name, float(factor[0]), name)
+        else:  # an output scale: into the weighted layer before it
+            (before,) = predecessors(name)
+            if not isinstance(nodes[before], weighted) or len(successors(before)) != 1:
+                raise NirExportError(f"{name}: no single weighted layer before it to fold into")
+            nodes[before] = scaled(nodes[before], float(factor[0]), bias=True)
+        (source,) = predecessors(name)
+        edges = [(source if a == name else a, b) for a, b in edges if b != name]
+        del nodes[name]
+    meta = dict(graph.metadata or {})
+    meta[NIR_METADATA_KEY] = {**meta.get(NIR_METADATA_KEY, {}),
+                              "consumer_profile": "spike values and pooling factors folded into "
+                              "the following weights" + ("; AvgPool2d as SumPool2d"
+                                                         if sum_pooling else "")}
+    return nir.NIRGraph(nodes=nodes, edges=edges, metadata=meta, type_check=False)
 
 
 def write_nir(snn: SpikingNetwork, path: str | os.PathLike[str], **kwargs: Any) -> Path:
