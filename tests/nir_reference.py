@@ -159,8 +159,8 @@ class NirExecutor:
         if key in self.state:
             return self.state[key]
         meta = _meta(node) or (getattr(self, "_sub_meta", {}) if path else {})
-        v0 = float(meta.get("initial_potential", 0.0)) if self.initial_states else 0.0
-        return torch.full_like(like, v0)
+        v0 = meta.get("initial_potential", 0.0) if self.initial_states else 0.0
+        return torch.as_tensor(np.asarray(v0), dtype=like.dtype).expand_as(like).clone()
 
     def run(self, x: torch.Tensor, steps: int) -> torch.Tensor:
         """``[steps, B, K]``: the Output at every step for the image ``x`` shown at each."""

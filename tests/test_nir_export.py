@@ -24,7 +24,7 @@ nir = pytest.importorskip("nir")
 _SOURCES = {
     "qcfs": "qcfs:L=4,theta=2", "slip": "slip:L=4,c=0.5,theta=2",
     "threshold-relu": "clipped_relu:theta=2", "maxnorm": "relu", "robustnorm": "relu",
-    "threshold-balancing": "relu", "rmp": "relu", "opi": "relu",
+    "threshold-balancing": "relu", "rmp": "relu", "opi": "relu", "cos-frozen": "qcfs:L=4,theta=2",
 }
 _REFUSED = {"cos": ("qcfs:L=4,theta=2", "calibrates every sample"),
             "strelu": ("strelu:theta=2", "negative spikes"),

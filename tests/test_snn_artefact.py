@@ -29,6 +29,7 @@ _SOURCES = {
     "leaky-threshold": "leaky_threshold:theta=2,alpha=0.1,neg_theta=0.5",
     "threshold-relu": "clipped_relu:theta=2", "ecc": "relu", "maxnorm": "relu",
     "robustnorm": "relu", "threshold-balancing": "relu", "rmp": "relu", "opi": "relu",
+    "cos-frozen": "qcfs:L=4,theta=2",
 }
 
 

@@ -338,6 +338,18 @@ class IFNeuron(nn.Module):
         self.residual = float(residual)
         self.horizon: int | None = None
         self.v: torch.Tensor | None = None
+        # a per-neuron v(0) [C, H, W] (no batch), replacing φθ when set (set_initial_state)
+        self.register_buffer("initial_state", None)
+
+    def set_initial_state(self, state: torch.Tensor | None) -> None:
+        """Give every neuron of the layer its own static ``v(0)`` (shape: the layer's, without
+        the batch dimension), replacing ``φθ``; ``None`` restores ``φθ``. Used by frozen COS
+        (:mod:`spikebridge.methods.cos_frozen`), where it is a per-neuron mean of calibrated
+        initial potentials."""
+        if state is not None and self.calibration is not None:
+            raise ValueError("a neuron that calibrates v(0) per sample cannot also have a static "
+                             "one")
+        self.initial_state = None if state is None else state.detach().clone()
 
     def spike_value(self) -> float:
         """``A``: what one spike sends to the next layer (θ for weighted spikes)."""
@@ -384,6 +396,8 @@ class IFNeuron(nn.Module):
         return self._forward_step(current)
 
     def _initial_potential(self, like: torch.Tensor) -> torch.Tensor:
+        if self.initial_state is not None:
+            return torch.empty_like(like).copy_(self.initial_state.to(like.dtype).expand_as(like))
         return torch.full_like(like, self.initial_fraction * float(self.threshold))
 
     def _forward_step(self, current: torch.Tensor) -> torch.Tensor:
@@ -450,4 +464,6 @@ class IFNeuron(nn.Module):
             text += f", residual={self.residual:g}·θ/T"
         if self.calibration is not None:
             text += f", calibration={self.calibration!r}"
+        if self.initial_state is not None:
+            text += ", v0 per neuron"
         return text

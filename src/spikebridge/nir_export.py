@@ -15,7 +15,8 @@ the export is not a field-by-field copy; every IF neuron of ours (docs/methods.m
   recurrent edge one step later** (the usual discrete-time convention for cycles; stated in the
   graph's metadata);
 * the spike's value — θ for weighted spikes — as a ``Scale`` after the neuron;
-* the initial potential ``v(0) = φθ`` in the neuron's metadata (``spikebridge.initial_potential``):
+* the initial potential ``v(0) = φθ`` (or frozen COS's per-neuron array) in the neuron's
+  metadata (``spikebridge.initial_potential``):
   NIR has no field for an initial state, and no constant source a one-step ``Delay`` could turn
   into a step-1 current. A consumer that ignores it starts at 0: for QCFS-style conversions
   (φ = ½) that is a different network, and docs/export.md says how different.
@@ -100,9 +101,9 @@ def _refuse_method(snn: SpikingNetwork) -> None:
     if snn.method.needs_sequence_mode():
         raise NirExportError(
             f"method {snn.method.name!r} calibrates every sample's initial potentials online "
-            "from its first ρ input frames, which a static NIR graph cannot express; export a "
-            "network converted with a static method (e.g. qcfs: the same network without "
-            "calibration)"
+            "from its first ρ input frames, which a static NIR graph cannot express; convert with "
+            "--method cos-frozen instead (COS's calibration averaged over training images into "
+            "a static v(0) per neuron; docs/export.md compares the two per T), or qcfs"
         )
     for name, neuron in snn.neurons().items():
         if neuron.signed:
@@ -126,8 +127,10 @@ def _neuron_nodes(nir: Any, name: str, neuron: IFNeuron, shape: tuple[int, ...])
     """The NIR encoding of one IF neuron: ``{node name: node}``, entered at ``name`` and left
     at ``name + ".spike"`` (the Scale by the spike's value)."""
     theta = float(neuron.threshold)
+    initial = (neuron.initial_fraction * theta if neuron.initial_state is None
+               else _array(neuron.initial_state))
     meta = {"threshold": theta, "reset": neuron.reset, "initial_fraction": neuron.initial_fraction,
-            "initial_potential": neuron.initial_fraction * theta, "amplitude": neuron.amplitude,
+            "initial_potential": initial, "amplitude": neuron.amplitude,
             "fires_on": "v >= threshold (exported as v > the float32 number just below it)"}
     ones = np.ones(shape, dtype=np.float32)
     below = np.full(shape, _below(theta), dtype=np.float32)
@@ -473,6 +476,9 @@ def _neuron_for(name: str, node: Any, nir: Any, scale: Any, method: Any) -> IFNe
                       amplitude=None if amplitude is None or (isinstance(amplitude, float)
                                                               and math.isnan(amplitude))
                       else float(amplitude))
+    initial = _meta(node).get("initial_potential")
+    if isinstance(initial, np.ndarray) and initial.ndim > 0:  # a per-neuron v(0) (cos-frozen)
+        neuron.set_initial_state(torch.from_numpy(initial.astype(np.float32)))
     values = np.unique(np.asarray(scale.scale))
     if values.size != 1 or not math.isclose(float(values[0]), neuron.spike_value(),
                                             rel_tol=1e-6):

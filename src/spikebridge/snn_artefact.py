@@ -7,8 +7,9 @@ executed to read it:
   normalized, quantized) weights and biases, each IF neuron's threshold θ;
 * ``config.json`` — the conversion method and its parameters, what a data-based method measured
   (its layer scales; so loading needs no calibration data), the weight bits, every neuron's
-  parameters (θ, v(0)/θ, reset kind, spike amplitude, ECC's residual-current fraction η, the
-  negative threshold of signed neurons, whether it calibrates per sample), the graph as a
+  parameters (θ, v(0)/θ or a per-neuron v(0) tensor, reset kind, spike amplitude, ECC's
+  residual-current fraction η, the negative threshold of signed neurons, whether it calibrates
+  per sample), the graph as a
   declarative node list, the ANN's data description (dataset, input size, normalization, test
   fingerprint) and the SHA-256 of the ANN checkpoint it came from;
 * ``manifest.json`` — the SHA-256 of both, written with the crash-consistent commit of
@@ -161,7 +162,9 @@ def _layer_record(module: nn.Module) -> dict:
                 "amplitude": module.amplitude, "residual": module.residual,
                 "negative_threshold": None if negative is None else negative[0],
                 "negative_amplitude": None if negative is None else negative[1],
-                "calibrated": module.calibration is not None}
+                "calibrated": module.calibration is not None,
+                "initial_state": (None if module.initial_state is None
+                                  else list(module.initial_state.shape))}
     if kind not in _LAYERS or type(module) is not _LAYERS[kind][0]:
         raise SnnFormatError(f"cannot save a {type(module).__name__} layer (a saved SNN holds "
                              f"{', '.join(sorted(_LAYERS))} and IF neurons)")
@@ -180,11 +183,14 @@ def _build_layer(name: str, record: dict, method: Any) -> nn.Module:
         if record.get("calibrated") and calibration is None:
             raise SnnFormatError(f"neuron {name} calibrates per sample, but method "
                                  f"{method.name!r} has no calibration")
-        return IFNeuron(record["threshold"], record["initial_fraction"], record["reset"],
-                        calibration, amplitude=record["amplitude"],
-                        residual=record["residual"],
-                        negative_threshold=record["negative_threshold"],
-                        negative_amplitude=record["negative_amplitude"])
+        neuron = IFNeuron(record["threshold"], record["initial_fraction"], record["reset"],
+                          calibration, amplitude=record["amplitude"],
+                          residual=record["residual"],
+                          negative_threshold=record["negative_threshold"],
+                          negative_amplitude=record["negative_amplitude"])
+        if record.get("initial_state") is not None:  # filled from the weights file
+            neuron.set_initial_state(torch.empty([int(d) for d in record["initial_state"]]))
+        return neuron
     if kind not in _LAYERS:
         raise SnnFormatError(f"layer {name} has unknown type {kind!r}")
     cls, fields = _LAYERS[kind]

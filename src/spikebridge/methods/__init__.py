@@ -8,6 +8,7 @@ from typing import Any
 
 from .base import ActivationSite, ConversionMethod, Preparation, WrongSourceModelError
 from .cos import COSMethod
+from .cos_frozen import FrozenCOSMethod
 from .ecc import ECCMethod
 from .opi import OPIMethod
 from .qcfs import QCFSMethod
@@ -32,6 +33,7 @@ __all__ = [
 METHODS: dict[str, type[ConversionMethod]] = {
     QCFSMethod.name: QCFSMethod,
     COSMethod.name: COSMethod,
+    FrozenCOSMethod.name: FrozenCOSMethod,
     MaxNormMethod.name: MaxNormMethod,
     RobustNormMethod.name: RobustNormMethod,
     ThresholdBalancingMethod.name: ThresholdBalancingMethod,
