@@ -147,3 +147,38 @@ def test_an_existing_snn_is_replaced_only_with_overwrite(tmp_path):
         save_snn(sb.convert(ann, "qcfs"), tmp_path / "snn", ann_config=config)
     save_snn(sb.convert(ann, "cos"), tmp_path / "snn", ann_config=config, overwrite=True)
     assert load_snn(tmp_path / "snn").method.name == "cos"
+
+
+def test_analyse_and_compare_take_saved_snns(tmp_path, capsys):
+    cos, qcfs = tmp_path / "cos", tmp_path / "qcfs"
+    assert main(["convert", "--method", "cos", "--out", str(cos), "--quiet"]) == 0
+    assert main(["convert", "--method", "qcfs", "--out", str(qcfs), "--quiet"]) == 0
+    common = ["--limit", "60", "--quiet"]
+    assert main(["analyse", "--snn", str(cos), *common, "--out", str(tmp_path / "a")]) == 0
+    assert main(["analyse", "--iterations", "1", "--no-energy", *common,
+                 "--out", str(tmp_path / "b")]) == 0
+    saved = json.loads((tmp_path / "a" / "offsets.json").read_text())["report"]
+    online = json.loads((tmp_path / "b" / "offsets.json").read_text())["iterations"]["1"]
+    assert saved["layers"] == online["layers"] and saved["accuracy"] == online["accuracy"]
+    assert main(["compare", "--snn", f"{cos},{qcfs}", "--T", "1,2", *common, "--no-energy",
+                 "--out", str(tmp_path / "c")]) == 0
+    records = json.loads((tmp_path / "c" / "results.json").read_text())["results"]
+    assert [r["method"] for r in records] == ["cos", "qcfs"]
+
+
+def test_analyse_refuses_a_source_checkpoint_that_changed(tmp_path, capsys):
+    import shutil
+
+    from spikebridge.checkpoint import write_manifest
+
+    source = tmp_path / "ann"
+    shutil.copytree(SHIPPED_MODEL_DIR, source)
+    assert main(["convert", "--model", str(source), "--method", "cos", "--out",
+                 str(tmp_path / "snn"), "--quiet"]) == 0
+    config = json.loads((source / CONFIG_FILE).read_text())
+    (source / CONFIG_FILE).write_text(json.dumps({**config, "test_accuracy": 0.5}))
+    write_manifest(source)  # a valid, signed checkpoint — but not the one converted
+    capsys.readouterr()
+    assert main(["analyse", "--snn", str(tmp_path / "snn"), "--limit", "10", "--quiet",
+                 "--out", str(tmp_path / "a")]) == 2
+    assert "no longer holds the ANN" in capsys.readouterr().err

@@ -886,7 +886,11 @@ def _add_analyse(sub: argparse._SubParsersAction) -> None:
                    "T that is not a multiple of L makes the desired spike count fractional)")
     p.add_argument("--rho", type=_steps, default=None,
                    help="pre-simulation steps ρ of the COS runs (default 4)")
-    p.add_argument("--iterations", type=_count_list, default=[0, 1, 2, 4],
+    p.add_argument("--snn", type=Path, default=None, metavar="DIR",
+                   help="analyse an SNN saved by `spikebridge convert` against the ANN it was "
+                   "converted from (recorded in it; or --model), instead of 0, 1, 2, … "
+                   "iterations")
+    p.add_argument("--iterations", type=_count_list, default=None,
                    help="COS iteration counts to compare (default 0,1,2,4; 0 = no calibration)")
     p.add_argument("--out", type=Path, default=Path("out/analyse"))
     _add_energy_options(p)
@@ -899,6 +903,9 @@ def _cmd_analyse(args: argparse.Namespace) -> int:
     from .checkpoint import check_output_dir
     from .reporting import format_offset_table, plot_offsets, write_json
 
+    if args.snn is not None:
+        return _analyse_snn(args)
+    args.iterations = [0, 1, 2, 4] if args.iterations is None else args.iterations
     if args.rho is not None and not any(args.iterations):
         raise ValueError("--rho only applies to COS runs, and --iterations "
                          f"{','.join(map(str, args.iterations))} has none (0 = no calibration)")
@@ -937,6 +944,55 @@ def _cmd_analyse(args: argparse.Namespace) -> int:
                                                   "T": steps, "rho": args.rho, "runs": runs})
         plot_layer_operations(runs, steps, args.out / "layer_operations.png")
         print(f"wrote {args.out / 'operations.json'}, {args.out / 'layer_operations.png'}")
+    return 0
+
+
+def _source_ann_of(args: argparse.Namespace, snn) -> Path:
+    """The ANN checkpoint a saved SNN was converted from: ``--model``, or the directory the SNN
+    records, accepted only if its manifest still has the recorded SHA-256."""
+    import hashlib
+
+    from .checkpoint import MANIFEST_FILE
+
+    if args.model is not None:
+        return Path(args.model)
+    source = snn.config.get("source", {})
+    directory, digest = source.get("directory"), source.get("manifest_sha256")
+    if not directory:
+        raise ValueError(f"{args.snn} does not record the ANN it was converted from; pass "
+                         "--model DIR")
+    manifest = Path(directory) / MANIFEST_FILE
+    if digest and (not manifest.is_file()
+                   or hashlib.sha256(manifest.read_bytes()).hexdigest() != digest):
+        raise ValueError(f"{directory} no longer holds the ANN {args.snn} was converted from "
+                         "(its manifest's SHA-256 differs from the recorded one); pass --model DIR")
+    return Path(directory)
+
+
+def _analyse_snn(args: argparse.Namespace) -> int:
+    from .analysis import analyse_offsets
+    from .checkpoint import check_output_dir, load_checkpoint
+    from .reporting import format_offset_table, write_json
+    from .snn_artefact import load_snn
+
+    given = [flag for flag, value in (("--iterations", args.iterations), ("--rho", args.rho))
+             if value is not None]
+    if given:
+        raise ValueError(f"{', '.join(given)} do(es) not apply with --snn: the saved SNN's own "
+                         "method and parameters are analysed")
+    check_output_dir(args.out)
+    snn = load_snn(args.snn, allow_unverified=args.allow_unverified or None)
+    ann, config = load_checkpoint(_source_ann_of(args, snn), device=args.device,
+                                  allow_unverified=args.allow_unverified or None)
+    loader, label = _test_loader(args, snn.config, args.snn)
+    steps = args.T or int(config["activation"].get("levels", 4))
+    report = analyse_offsets(ann, snn, list(loader), steps, progress=not args.quiet)
+    name = snn.method.name
+    print(format_offset_table({name: report}))
+    write_json(args.out / "offsets.json", {"model": label, "snn": str(args.snn),
+                                           "dataset": config["dataset"], "T": steps,
+                                           "report": report.to_dict()})
+    print(f"wrote {args.out / 'offsets.json'}")
     return 0
 
 

@@ -71,7 +71,6 @@ class FrozenCOSMethod(ConversionMethod):
 
         neurons = {name: n for name, n in snn.neurons().items() if n.calibration is not None}
         recorders = {name: _Recorder(n.calibration) for name, n in neurons.items()}
-        method = snn.method
         for name, neuron in neurons.items():
             neuron.calibration = recorders[name]
         try:
@@ -80,9 +79,8 @@ class FrozenCOSMethod(ConversionMethod):
                                              description="cos-frozen: calibrating"):
                 simulate(snn, x, 1, mode="layer")
         finally:
-            for name, neuron in neurons.items():
+            for neuron in neurons.values():
                 neuron.calibration = None
-        snn.method = method
         for name, neuron in neurons.items():
             recorder = recorders[name]
             if recorder.total is None:
