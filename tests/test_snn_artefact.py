@@ -182,3 +182,44 @@ def test_analyse_refuses_a_source_checkpoint_that_changed(tmp_path, capsys):
     assert main(["analyse", "--snn", str(tmp_path / "snn"), "--limit", "10", "--quiet",
                  "--out", str(tmp_path / "a")]) == 2
     assert "no longer holds the ANN" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def source_checkpoints(tmp_path_factory):
+    """One checkpoint per activation kind, shaped like the shipped model (random weights: the
+    equality below does not depend on them), so every method has a CLI source."""
+    from spikebridge.checkpoint import save_checkpoint
+
+    _, shipped = load_checkpoint(SHIPPED_MODEL_DIR)
+    root = tmp_path_factory.mktemp("sources")
+    made = {}
+    for activation in sorted(set(_SOURCES.values())):
+        spec = ActivationSpec.parse(activation)
+        torch.manual_seed(0)
+        model = create_model("fashion_cnn", 10, 1, activation=spec, input_size=(28, 28))
+        directory = root / spec.kind
+        config = {**shipped, "activation": spec.to_dict(), "thresholds": {},
+                  "training": {**shipped["training"], "activation": spec.to_dict()},
+                  "epochs_completed": 1}
+        save_checkpoint(directory, model, config, {"epoch": 1})
+        made[activation] = directory
+    return made
+
+
+@pytest.mark.parametrize("method", sorted(_SOURCES))
+def test_cli_convert_then_evaluate_snn_equals_evaluate_model_for_every_method(
+        tmp_path, method, source_checkpoints):
+    model = str(source_checkpoints[_SOURCES[method]])
+    data = [] if method in ("qcfs", "cos", "slip", "strelu", "leaky-threshold",
+                            "threshold-relu") else ["--calibration-samples", "64"]
+    out = tmp_path / "snn"
+    assert main(["convert", "--model", model, "--method", method, *data, "--out", str(out),
+                 "--quiet"]) == 0
+    common = ["--T", "1,3", "--limit", "40", "--quiet", "--no-energy",
+              "--ignore-data-mismatch"]
+    assert main(["evaluate", "--snn", str(out), *common, "--json", str(tmp_path / "a.json")]) == 0
+    assert main(["evaluate", "--model", model, "--method", method, *data, *common,
+                 "--json", str(tmp_path / "b.json")]) == 0
+    a = json.loads((tmp_path / "a.json").read_text())
+    b = json.loads((tmp_path / "b.json").read_text())
+    assert a["snn_accuracy"] == b["snn_accuracy"]
