@@ -33,7 +33,9 @@ def test_evaluate_writes_the_documented_schema(tmp_path, capsys):
     assert set(record["snn_accuracy"]) == {"1", "4"} and record["n_samples"] == 100
     assert all(0.0 <= v <= 1.0 for v in record["snn_accuracy"].values())
     assert 0.0 <= record["ann_accuracy"] <= 1.0
-    assert record["latency"]["4"] == {"presimulation": 4, "inference": 4, "total": 8}
+    assert record["latency"]["4"] == {"presimulation": 4, "inference": 4, "presented": 8,
+                                      "frames_per_layer": 8, "total": 8}
+    assert record["latency"]["1"]["frames_per_layer"] == 8  # ρ·iterations + max(T, ρ)
     assert "T=1" in capsys.readouterr().out
 
 

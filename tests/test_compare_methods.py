@@ -92,8 +92,10 @@ def _check_records(records: list[dict], specs: list[str], out) -> None:
         assert spikes["bits_per_spike"] == (2 if spikes["signed"] else 1)
         pre = 4 if name == "cos" else 0  # COS pre-simulates ρ = 4 steps (the CLI default)
         for t in STEPS:
+            frames = pre + max(int(t), 4) if name == "cos" else int(t)
             assert record["latency"][t] == {"presimulation": pre, "inference": int(t),
-                                            "total": int(t) + pre}
+                                            "presented": int(t) + pre,
+                                            "frames_per_layer": frames, "total": int(t) + pre}
         data_based = get_method(name).needs_calibration_data()
         assert record["calibration_samples"] == (50 if data_based else None), name
     rows = list(csv.DictReader((out / "results.csv").open()))

@@ -1069,7 +1069,14 @@ class OperationCounter:
                 entry["negative_spikes"] = float(run.negative[name][:t].sum()) / n
             per_layer[name] = entry
         for target, per_frame in into.items():
-            per_layer.setdefault(target, {})["sops_in"] = float(per_frame[:t].sum()) / n
+            entry = per_layer.setdefault(target, {})
+            # the frames this layer really computes, as the totals count them: a calibrating
+            # layer at T < ρ runs ρ frames; its pre-simulation replays are their own part
+            real = max(t, calibrating[target][0]) if target in calibrating else t
+            entry["sops_in"] = float(per_frame[:real].sum()) / n
+            if target in calibrating:
+                frames, passes = calibrating[target]
+                entry["sops_in_presimulation"] = passes * float(per_frame[:frames].sum()) / n
         for target, macs in run.ann_macs_into.items():
             per_layer.setdefault(target, {})["ann_macs_in"] = macs / n
         return totals, per_layer

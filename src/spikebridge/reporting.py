@@ -4,7 +4,8 @@ The evaluation record (one per method) is the schema of ``spikebridge evaluate -
 
     {"dataset", "model", "method", "params": {...}, "ann_accuracy",
      "snn_accuracy": {"1": ..., "2": ...}, "n_samples",
-     "latency": {"T": {"presimulation": ρ·iterations, "inference": T, "total": ...}},
+     "latency": {"T": {"presimulation": ρ·iterations, "inference": T,
+                       "presented": ρ·iterations + T, "frames_per_layer": ..., "total": ...}},
      "ops": {"T": {"snn_sops", "snn_first_layer_macs", "ann_macs", "sops_per_mac",
                    "energy_pj": {"snn", "ann"}, "ratio", ...}},
      "operations": {"conventions", "layers", "per_step", "ann_layers"}, ...}
@@ -66,7 +67,12 @@ def evaluation_record(
         "ann_accuracy": evaluation.ann_accuracy,
         "snn_accuracy": {str(t): evaluation.snn_accuracy[t] for t in steps},
         "n_samples": evaluation.n_samples,
-        "latency": {str(t): {"presimulation": pre, "inference": t, "total": method.total_steps(t)}
+        # presented: steps the input is shown (ρ·iterations + T); frames_per_layer: frames each
+        # layer computes (COS: ρ·iterations + max(T, ρ)); total = presented (older name)
+        "latency": {str(t): {"presimulation": pre, "inference": t,
+                             "presented": method.total_steps(t),
+                             "frames_per_layer": method.frames_per_layer(t),
+                             "total": method.total_steps(t)}
                     for t in steps},
         "seconds": {"snn": round(evaluation.snn_seconds, 3),
                     "ann": round(evaluation.ann_seconds, 3)},
@@ -85,7 +91,8 @@ def write_csv(path: str | Path, records: Sequence[dict[str, Any]]) -> Path:
     """One row per (method, T): method, params, T, total steps, SNN and ANN accuracy, spikes."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["method", "label", "params", "model", "T", "total_steps", "snn_accuracy",
+    writer.writerow(["method", "label", "params", "model", "T", "total_steps",
+                     "frames_per_layer", "snn_accuracy",
                      "ann_accuracy", "n_samples", "signed_spikes", "bits_per_spike",
                      "weight_bits", *CSV_COLUMNS])
     for rec in records:
@@ -93,7 +100,8 @@ def write_csv(path: str | Path, records: Sequence[dict[str, Any]]) -> Path:
         spikes = rec.get("spikes", {})
         for t, acc in rec["snn_accuracy"].items():
             writer.writerow([rec["method"], _label(rec), params, rec["model"], t,
-                             rec["latency"][t]["total"], f"{acc:.6f}",
+                             rec["latency"][t]["total"],
+                             rec["latency"][t].get("frames_per_layer", ""), f"{acc:.6f}",
                              "" if rec["ann_accuracy"] is None else f"{rec['ann_accuracy']:.6f}",
                              rec["n_samples"], spikes.get("signed", ""),
                              spikes.get("bits_per_spike", ""), rec.get("weight_bits") or "",

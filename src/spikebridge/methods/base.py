@@ -152,8 +152,15 @@ class ConversionMethod(ABC):
         return False
 
     def total_steps(self, steps: int) -> int:
-        """Time-steps the input is presented for a result labelled ``T = steps`` (§4.5)."""
+        """Time-steps the input is presented for a result labelled ``T = steps`` (§4.5):
+        ``latency.presented`` in result records."""
         return self.presimulation_steps() + steps
+
+    def frames_per_layer(self, steps: int) -> int:
+        """Input frames every layer computes for a result at ``T = steps`` (docs/energy.md):
+        ``T`` without calibration; COS overrides it (pre-simulation replays plus at least ρ
+        real frames, which the next layer's calibration reads)."""
+        return steps
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.params().items())

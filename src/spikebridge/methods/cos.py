@@ -248,5 +248,12 @@ class COSMethod(ConversionMethod):
     def presimulation_steps(self) -> int:
         return self.calibration.presimulation_steps()
 
+    def frames_per_layer(self, steps: int) -> int:
+        """ρ·iterations pre-simulation frames plus max(T, ρ) real ones: at T < ρ every layer
+        still computes ρ real frames, because the next layer's calibration reads ρ of them."""
+        if not self.needs_sequence_mode():
+            return steps
+        return self.presimulation_steps() + max(steps, self.calibration.frames_read())
+
     def needs_sequence_mode(self) -> bool:
         return self.calibration.iterations > 0
