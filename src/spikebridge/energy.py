@@ -1233,6 +1233,12 @@ def format_energy_table(records: Sequence[Mapping[str, Any]]) -> str:
                 number = None if ops is None else value(ops)
                 row += f"{'-':>9}" if number is None else f"{number:>9.3g}"
             lines.append(row)
+        latency = rec.get("latency", {})
+        frames = {t: latency.get(t, {}).get("frames_per_layer") for t in steps}
+        if any(f is not None and str(f) != t for t, f in frames.items()):
+            # COS: what every layer computes, ρ·iterations + max(T, ρ), is not T
+            lines.append(f"{_label(rec) + '  frames/layer':<{width}}" + "".join(
+                f"{'-' if frames[t] is None else frames[t]:>9}" for t in steps))
     first = counted[0]["ops"][next(iter(counted[0]["ops"]))]
     conv = counted[0].get("operations", {}).get("conventions", {})
     lines.append(
@@ -1310,8 +1316,13 @@ def plot_layer_operations(runs: Mapping[str, Mapping[str, Any]], t: int | str, p
         offset = (j - (len(labels) - 1) / 2) * width
         top.bar([i + offset for i in range(len(sources))],
                 [layers[n][t]["firing_rate"] for n in sources], width, label=label)
-        bottom.bar([i + offset for i in range(len(targets))],
-                   [layers[n][t]["sops_in"] / 1e6 for n in targets], width, label=label)
+        real = [layers[n][t]["sops_in"] / 1e6 for n in targets]
+        replay = [layers[n][t].get("sops_in_presimulation", 0.0) / 1e6 for n in targets]
+        bars = bottom.bar([i + offset for i in range(len(targets))], real, width, label=label)
+        if any(replay):  # COS: the pre-simulation replays, stacked and hatched
+            bottom.bar([i + offset for i in range(len(targets))], replay, width, bottom=real,
+                       color=bars.patches[0].get_facecolor(), alpha=0.45, hatch="//",
+                       label=f"{label}: pre-simulation")
     macs = [first[n][t].get("ann_macs_in", 0) / 1e6 for n in targets]
     bottom.plot(range(len(targets)), macs, "k_", markersize=18, label="ANN MACs")
     top.set_xticks(range(len(sources)), sources, rotation=30, fontsize=7)
@@ -1319,8 +1330,9 @@ def plot_layer_operations(runs: Mapping[str, Mapping[str, Any]], t: int | str, p
     top.set_ylabel("spikes / neuron / step")
     bottom.set_ylabel("SOPs received (M / image)")
     top.set_title(f"firing rate per IF layer (T = {t})", fontsize=10)
-    bottom.set_title(f"synaptic operations per layer (T = {t}; COS pre-simulation not included)",
-                     fontsize=10)
+    bottom.set_title(f"synaptic operations per layer (T = {t}; COS: its real frames, ρ at least, "
+                     "and its pre-simulation replays hatched; the bars sum to the total)",
+                     fontsize=9)
     top.legend(fontsize=8)
     bottom.legend(fontsize=8)
     out = _save_figure(fig, path)
