@@ -147,11 +147,17 @@ def test_activation_statistics_match_hooks_on_exactly_the_given_samples():
     data = CalibrationData([(x[i:i + 7], None) for i in range(0, 30, 7)], samples=25)
     for p in (100.0, 99.9, 50.0):
         stats = activation_statistics(gm, nodes, data, p)
+        with_zeros = activation_statistics(gm, nodes, data, p, zeros=True)
         with torch.no_grad():
             hidden = model[1](model[0](x[:25]))
             out = model[3](model[2](hidden))
-        assert stats[nodes[0]] == nearest_rank(hidden.numpy(), p)
-        assert stats[nodes[1]] == nearest_rank(out.numpy(), p)
+        # the toolbox's definition: the percentile of the non-zero activations
+        assert stats[nodes[0]] == nearest_rank(hidden[hidden != 0].numpy(), p)
+        assert stats[nodes[1]] == nearest_rank(out[out != 0].numpy(), p)
+        assert with_zeros[nodes[0]] == nearest_rank(hidden.numpy(), p)
+        assert with_zeros[nodes[1]] == nearest_rank(out.numpy(), p)
+        if p < 100 and (hidden == 0).any():
+            assert with_zeros[nodes[0]] <= stats[nodes[0]]
     stats = activation_statistics(gm, nodes, data, 100.0)
     with torch.no_grad():
         assert stats[nodes[0]] < float(model[1](model[0](x)).max())  # the cut matters

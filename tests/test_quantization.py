@@ -230,3 +230,20 @@ def test_weight_bits_recorded_and_validated(qcfs_ann, fashion_images):
     for bad in (1, 17, 3.5):
         with pytest.raises(ValueError, match="weight bits"):
             sb.convert(qcfs_ann, weight_bits=bad)
+
+
+def test_ecc_rounding_is_eccs_own_grid():
+    """rounding="ecc": Δ = max|W| / 2^(b−1), truncation toward zero, no clamp — the largest
+    weight lands on level 2^(b−1), one beyond b signed bits, as in ECC's code."""
+    w = torch.tensor([0.9, -0.35, 0.5, -0.9, 0.1], dtype=torch.float32)
+    q, step = quantize_tensor(w, 3, rounding="ecc")  # 2^(3-1) = 4 levels per sign
+    assert step == pytest.approx(0.9 / 4)
+    assert (q / step).round().tolist() == [4.0, -1.0, 2.0, -4.0, 0.0]  # trunc(W / Δ)
+    ours, _ = quantize_tensor(w, 3, rounding="trunc")  # our grid: 3 levels, fits 3 bits
+    assert (ours / (0.9 / 3)).round().abs().max() == 3
+
+
+def test_convert_refuses_an_unknown_rounding():
+    model = torch.nn.Sequential(torch.nn.Linear(3, 3), sb.QCFS(4, 1.0)).eval()
+    with pytest.raises(ValueError, match="weight_rounding"):
+        sb.convert(model, "qcfs", weight_bits=4, weight_rounding="up")

@@ -1,9 +1,10 @@
 r"""Calibration data and the ANN activation statistics data-based normalization needs.
 
 Data-based normalization (docs/methods.md §7.3 and §7.9) sets each layer's scale
-:math:`\lambda_n` to the :math:`p`-th percentile of all activations of that layer over (a subset of)
-the training set: :math:`p = 100` is the maximum (Rueckauer's "max-norm", ECC), :math:`p = 99.9`
-the "robust" choice. The percentile uses the nearest-rank definition: with :math:`n` values sorted
+:math:`\lambda_n` to the :math:`p`-th percentile of the non-zero activations of that layer over
+(a subset of) the training set, as Rueckauer's toolbox does (``zeros=True`` counts zeros too):
+:math:`p = 100` is the maximum (Rueckauer's "max-norm", ECC), :math:`p = 99.9` the "robust"
+choice. The percentile uses the nearest-rank definition: with :math:`n` values sorted
 ascending, :math:`\lambda = x_{(\lceil p n / 100\rceil)}`. It is computed exactly while streaming
 over the data by keeping only the :math:`k = n - \lceil pn/100\rceil + 1` largest values seen so far
 (:math:`k = 1` for the maximum), so memory stays bounded by the tail, not by the data set.
@@ -139,12 +140,17 @@ def activation_statistics(
     percentile: float = 100.0,
     *,
     device: torch.device | str = "cpu",
+    zeros: bool = False,
 ) -> dict[str, float]:
     """:math:`\\lambda` = the ``percentile`` of the outputs of each graph node in ``nodes``.
 
     ``ann`` is the (BatchNorm-folded) ANN graph; ``nodes`` are the names of its activation
-    nodes. Every output element of every calibration image counts (zeros included, as in
-    Rueckauer et al. 2017).
+    nodes. The percentile is taken over the **non-zero** output elements of the calibration
+    images, as Rueckauer's SNN toolbox does (``snntoolbox/conversion/utils.py``,
+    ``normalize_parameters``: ``activations[np.nonzero(activations)]`` before
+    ``np.percentile``); ``zeros=True`` counts the zeros too (what earlier spikebridge versions
+    did: a lower robust percentile where most activations are zero). The maximum (p = 100) is the
+    same either way.
     """
     check_percentile(percentile)
     watched = set(nodes)
@@ -155,9 +161,10 @@ def activation_statistics(
 
     def record(name: str, out: torch.Tensor) -> None:
         if name not in stats:
+            # an upper bound on the values fed: fewer (non-zero) values need no longer tail
             total = None if data.samples is None else out[0].numel() * data.samples
             stats[name] = TopKPercentile(percentile, total)
-        stats[name].update(out)
+        stats[name].update(out if zeros else out[out != 0])
 
     ann = ann.to(device).eval()
     with torch.inference_mode():

@@ -332,6 +332,9 @@ def _add_model_and_data(p: argparse.ArgumentParser, *, conversion: bool = True) 
     p.add_argument("--weight-bits", type=int, default=None,
                    help="quantize every conv/linear weight to b-bit signed integers (2..16) "
                    "after conversion (docs/methods.md §7.6); works with every method")
+    p.add_argument("--weight-rounding", choices=("nearest", "trunc", "ecc"), default="nearest",
+                   help="with --weight-bits: round to nearest (default), truncate, or ECC's own "
+                   "grid (2^(b-1) levels, truncated; docs/methods.md §7.6)")
 
 
 COS_DEFAULTS = {"rho": 4, "iterations": 1, "variant": "shift", "epsilon": 1e-3}
@@ -563,6 +566,15 @@ def _warn_if_long(args: argparse.Namespace, snn, x, images: int, steps: list[int
               "shorten it, Ctrl-C to stop", file=sys.stderr, flush=True)
 
 
+def _check_weight_options(args: argparse.Namespace) -> None:
+    if args.weight_bits is not None:
+        from .quantization import check_bits
+
+        check_bits(args.weight_bits)
+    elif getattr(args, "weight_rounding", "nearest") != "nearest":
+        raise ValueError("--weight-rounding only applies with --weight-bits")
+
+
 def _run_methods(args: argparse.Namespace, specs: list, steps: list[int]):
     import torch
 
@@ -571,10 +583,7 @@ def _run_methods(args: argparse.Namespace, specs: list, steps: list[int]):
     from .reporting import evaluation_record
     from .simulate import evaluate, resolve_mode
 
-    if args.weight_bits is not None:
-        from .quantization import check_bits
-
-        check_bits(args.weight_bits)
+    _check_weight_options(args)
     loaded: dict[Path, tuple] = {}
     probe_batches: dict[Path, torch.Tensor] = {}  # one per model: no second loader start-up
     ann_accuracy: dict[Path, float | None] = {}
@@ -587,6 +596,7 @@ def _run_methods(args: argparse.Namespace, specs: list, steps: list[int]):
         ann, config, loader, label = loaded[model_dir]
         calibration = _calibration_data(args, config) if method.needs_calibration_data() else None
         snn = convert(ann, method, calibration_data=calibration, weight_bits=args.weight_bits,
+                      weight_rounding=getattr(args, "weight_rounding", "nearest"),
                       progress=not args.quiet)
         nonfinite = "propagate" if args.allow_nonfinite else "error"
         if model_dir not in probe_batches and _is_main_process():
@@ -689,6 +699,8 @@ def _add_convert(sub: argparse._SubParsersAction) -> None:
                    f"(default {DEFAULT_CALIBRATION_SAMPLES}); refused for other methods")
     p.add_argument("--weight-bits", type=int, default=None,
                    help="quantize every conv/linear weight to b-bit signed integers (2..16)")
+    p.add_argument("--weight-rounding", choices=("nearest", "trunc", "ecc"), default="nearest",
+                   help="with --weight-bits: nearest (default), trunc, or ECC's own grid")
     p.add_argument("--batch-size", type=_batch, default=250)
     p.add_argument("--allow-unverified", action="store_true",
                    help="convert a checkpoint without (or failing) the SHA-256 manifest check")
@@ -705,17 +717,14 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
     (spec,) = _one_method(args)
     check_output_dir(args.out)
-    if args.weight_bits is not None:
-        from .quantization import check_bits
-
-        check_bits(args.weight_bits)
+    _check_weight_options(args)
     model_dir = _resolve_model(spec, args)
     ann, config = load_checkpoint(model_dir, device=args.device,
                                   allow_unverified=args.allow_unverified or None)
     method = get_method(spec.name, **spec.params)
     calibration = _calibration_data(args, config) if method.needs_calibration_data() else None
     snn = convert(ann, method, calibration_data=calibration, weight_bits=args.weight_bits,
-                  progress=not args.quiet)
+                  weight_rounding=args.weight_rounding, progress=not args.quiet)
     save_snn(snn.cpu(), args.out, ann_config=config, source=model_dir, overwrite=args.overwrite,
              conversion={"calibration_samples": None if calibration is None
                          else calibration.samples, "label": spec.label})

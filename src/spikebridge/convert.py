@@ -349,6 +349,7 @@ def convert(
     calibration_data: CalibrationData | Any | None = None,
     calibration_samples: int | None = 1000,
     weight_bits: int | None = None,
+    weight_rounding: str = "nearest",
     input_shape: Sequence[int] | None = None,
     progress: bool = False,
     **method_params: Any,
@@ -366,7 +367,8 @@ def convert(
     :class:`~spikebridge.calibration.CalibrationData` or any iterable of ``(x, y)`` batches, of
     which the first ``calibration_samples`` images are used.
     ``weight_bits``: quantize every conv/linear weight to ``b``-bit signed integers times a
-    per-layer step, after the method's normalization (§7.6).
+    per-layer step, after the method's normalization (§7.6); ``weight_rounding``: ``"nearest"``
+    (default), ``"trunc"``, or ``"ecc"`` (ECC's own grid: 2^(b−1) levels, truncated).
     ``input_shape``: the per-sample input shape, e.g. ``(1, 28, 28)``; simulation then refuses
     inputs of any other shape with a clear error (default: the model's ``input_shape`` attribute,
     which :func:`spikebridge.load_checkpoint` sets; else only the channel count is checked).
@@ -378,9 +380,12 @@ def convert(
         raise TypeError(f"convert() needs a torch.nn.Module, got {type(model).__name__}")
     recipe = get_method(method, **method_params)
     if weight_bits is not None:
-        from .quantization import check_bits
+        from .quantization import ROUNDING, check_bits
 
         check_bits(weight_bits)
+        if weight_rounding not in ROUNDING:
+            raise ValueError(f"weight_rounding must be one of {ROUNDING}, got "
+                             f"{weight_rounding!r}")
     ann = copy.deepcopy(model).eval()
     gm = trace(ann)
     views_as_reshapes(gm)
@@ -445,6 +450,6 @@ def convert(
         device = next((p.device for p in model.parameters()), torch.device("cpu"))
         recipe.prepare(snn, Preparation(ann_graph, ann_nodes, data, device))
     if weight_bits is not None:
-        snn.replace_network(quantize_weights(snn.network, weight_bits))
+        snn.replace_network(quantize_weights(snn.network, weight_bits, weight_rounding))
         snn.weight_bits = int(weight_bits)
     return snn

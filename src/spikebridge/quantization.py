@@ -17,8 +17,10 @@ them to integers.
 
 Two differences from ECC's code, both deliberate: the grid has :math:`2^{b-1}-1` positive levels so
 the largest weight fits in ``b`` signed bits (ECC's :math:`2^{b-1}` overflows by one level), and the
-default rounding is to nearest (``rounding="trunc"`` reproduces ECC's truncation toward zero,
-which doubles the worst-case error).
+default rounding is to nearest (``rounding="trunc"`` truncates toward zero on our grid, which
+doubles the worst-case error). ``rounding="ecc"`` is ECC's code exactly: :math:`\Delta_l =
+\max|W^l| / 2^{b-1}`, truncation, no clamp, so the largest weight takes the level
+:math:`2^{b-1}`, which needs one bit more than ``b``.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from .batchnorm_folding import FOLDABLE
 
 __all__ = ["ROUNDING", "check_bits", "quantize_tensor", "quantize_weights"]
 
-ROUNDING = ("nearest", "trunc")
+ROUNDING = ("nearest", "trunc", "ecc")
 
 
 def check_bits(bits: int) -> int:
@@ -51,7 +53,9 @@ def quantize_tensor(
     bits = check_bits(bits)
     if rounding not in ROUNDING:
         raise ValueError(f"rounding must be one of {ROUNDING}, got {rounding!r}")
-    levels = 2 ** (bits - 1) - 1
+    # ECC's own grid: 2^(b-1) levels, truncated, unclamped — its largest weight lands on
+    # 2^(b-1), one level beyond b signed bits (reproduced as ECC's code has it)
+    levels = 2 ** (bits - 1) if rounding == "ecc" else 2 ** (bits - 1) - 1
     w_max = float(weight.detach().abs().max())
     if w_max == 0.0:
         return weight.detach().clone(), 0.0
@@ -60,7 +64,8 @@ def quantize_tensor(
     # 15-bit integer are exact in float64), so truncation cannot lose the top level
     scaled = weight.detach().double() * levels / w_max
     integers = torch.round(scaled) if rounding == "nearest" else torch.trunc(scaled)
-    integers = integers.clamp(-levels, levels)
+    if rounding != "ecc":
+        integers = integers.clamp(-levels, levels)
     return (integers * step).to(weight.dtype), step
 
 

@@ -56,8 +56,11 @@ class DataNormalizedMethod(ConversionMethod):
         residual: float = 0.0,
         fold_epsilon: bool = True,
         threshold_factor: float = 1.0,
+        zeros: bool = False,
     ) -> None:
         self.percentile = check_percentile(percentile)
+        # whether zero activations enter the percentile: Rueckauer's toolbox leaves them out
+        self.zeros = bool(zeros)
         kappa = float(kappa)
         if not (kappa > 0.0 and math.isfinite(kappa)):
             raise ValueError(f"the threshold κ must be a finite number > 0, got {kappa}")
@@ -96,7 +99,7 @@ class DataNormalizedMethod(ConversionMethod):
         names = list(snn.neurons())
         nodes = [preparation.activation_nodes[n] for n in names]
         stats = activation_statistics(preparation.ann, nodes, preparation.data, self.percentile,
-                                      device=preparation.device)
+                                      device=preparation.device, zeros=self.zeros)
         return {name: stats[node] for name, node in zip(names, nodes, strict=True)}
 
     def prepare(self, snn: SpikingNetwork, preparation: Preparation) -> None:
@@ -109,4 +112,5 @@ class DataNormalizedMethod(ConversionMethod):
     def params(self) -> dict[str, Any]:
         return {"percentile": self.percentile, "kappa": self.kappa, "reset": self.reset,
                 "v0": self.initial_fraction, "eta": self.residual,
-                "fold_epsilon": self.fold_epsilon, "scale": self.threshold_factor}
+                "fold_epsilon": self.fold_epsilon, "scale": self.threshold_factor,
+                "zeros": self.zeros}

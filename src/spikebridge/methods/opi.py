@@ -21,5 +21,5 @@ class OPIMethod(DataNormalizedMethod):
     summary: ClassVar[str] = ("optimal initial potential: robust normalization (p99.9) with "
                               "v(0)=θ/2, soft reset (§7.9)")
 
-    def __init__(self, percentile: float = 99.9, v0: float = 0.5) -> None:
-        super().__init__(percentile=percentile, initial_fraction=v0)
+    def __init__(self, percentile: float = 99.9, v0: float = 0.5, zeros: bool = False) -> None:
+        super().__init__(percentile=percentile, initial_fraction=v0, zeros=zeros)

@@ -24,5 +24,5 @@ class RMPMethod(DataNormalizedMethod):
     summary: ClassVar[str] = ("RMP-SNN: max-normalized, soft reset, thresholds × scale "
                               "(default 0.8) (§7.9)")
 
-    def __init__(self, scale: float = 0.8, percentile: float = 100.0) -> None:
-        super().__init__(percentile=percentile, threshold_factor=scale)
+    def __init__(self, scale: float = 0.8, percentile: float = 100.0, zeros: bool = False) -> None:
+        super().__init__(percentile=percentile, threshold_factor=scale, zeros=zeros)

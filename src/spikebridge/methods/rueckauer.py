@@ -23,8 +23,9 @@ class MaxNormMethod(DataNormalizedMethod):
     summary: ClassVar[str] = ("Rueckauer 2017: weights normalized by each layer's maximum ANN "
                               "activation; soft reset, v(0)=0 (§7.9)")
 
-    def __init__(self, percentile: float = 100.0, fold_epsilon: bool = False) -> None:
-        super().__init__(percentile=percentile, fold_epsilon=fold_epsilon)
+    def __init__(self, percentile: float = 100.0, fold_epsilon: bool = False,
+                 zeros: bool = False) -> None:
+        super().__init__(percentile=percentile, fold_epsilon=fold_epsilon, zeros=zeros)
 
 
 class RobustNormMethod(DataNormalizedMethod):
@@ -34,5 +35,6 @@ class RobustNormMethod(DataNormalizedMethod):
     summary: ClassVar[str] = ("Rueckauer 2017 robust normalization: the 99.9th percentile "
                               "activation per layer; soft reset, v(0)=0 (§7.9)")
 
-    def __init__(self, percentile: float = 99.9, fold_epsilon: bool = False) -> None:
-        super().__init__(percentile=percentile, fold_epsilon=fold_epsilon)
+    def __init__(self, percentile: float = 99.9, fold_epsilon: bool = False,
+                 zeros: bool = False) -> None:
+        super().__init__(percentile=percentile, fold_epsilon=fold_epsilon, zeros=zeros)
