@@ -481,3 +481,42 @@ def test_a_tiny_pickle_cannot_fabricate_a_huge_array(tmp_path):
     assert safe_load(tmp_path / "ok.pkl")["x"].tolist() == list(range(12))
     (tmp_path / "ok5.pkl").write_bytes(pickle.dumps({"x": np.arange(12.0)}, protocol=5))
     assert safe_load(tmp_path / "ok5.pkl")["x"].tolist() == list(map(float, range(12)))
+
+
+# ---------------------------------------------------------------------------------------------
+# 8. messages a newcomer trips over (issue #19)
+
+
+def test_a_modified_cifar_copy_warns_once_per_command_and_says_what_it_means(tmp_path):
+    import warnings
+
+    from spikebridge.data import ChecksumWarning, load_dataset
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    try:
+        from test_cifar import write_cifar10_python
+    finally:
+        sys.path.pop(0)
+    folder = tmp_path / "cifar-10-batches-py"
+    write_cifar10_python(folder)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        load_dataset("cifar10", "train", folder)
+        load_dataset("cifar10", "test", folder)
+    checksum = [w for w in caught if issubclass(w.category, ChecksumWarning)]
+    assert len(checksum) == 1
+    assert "not comparable" in str(checksum[0].message)
+
+
+def test_a_training_subset_smaller_than_a_batch_names_the_batch_size_to_use(tmp_path):
+    config = TrainConfig(dataset="digits", epochs=1, batch_size=64, train_subset=10)
+    with pytest.raises(ValueError, match="--batch-size 10 or less"):
+        train(config, tmp_path / "run", progress=False, log=lambda _m: None)
+
+
+def test_too_many_processes_for_the_images_is_refused_before_any_process_starts(capsys):
+    start = time.perf_counter()
+    code = main(["evaluate", "--nproc", "2", "--limit", "100", "--batch-size", "250", "--T", "1"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "fewer batches than processes" in err and "--batch-size 50" in err
+    assert time.perf_counter() - start < 5

@@ -222,6 +222,13 @@ def _multi_process(command):
             raise distributed.DistributedError(
                 f"--device {args.device} names one GPU for {nproc} processes; use --device cuda "
                 "(process k takes GPU k) and choose the GPUs with CUDA_VISIBLE_DEVICES")
+        limit, batch = getattr(args, "limit", None), getattr(args, "batch_size", None)
+        if nproc > 1 and limit and batch and nproc > -(-limit // batch):
+            # the processes would find this out only after their start-up (tens of seconds)
+            raise distributed.DistributedError(
+                f"{nproc} processes share {limit} test images in {-(-limit // batch)} "
+                f"batch(es) of {batch}: fewer batches than processes; use --batch-size "
+                f"{max(1, limit // nproc)} or less, or --nproc {-(-limit // batch)}")
         if launched is None and nproc > 1:
             return distributed.launch(nproc, run, args)
         if launched is not None and not args.debug:  # a spawned or torchrun process

@@ -1252,15 +1252,15 @@ def format_energy_table(records: Sequence[Mapping[str, Any]]) -> str:
 
 
 def plot_accuracy_vs_energy(records: Sequence[Mapping[str, Any]], path) -> Any:
-    """Accuracy vs SNN energy per image (log axis), one curve per method, points labelled T.
-
-    The ANN is a star at its own energy (ECC paper Fig. 3 style).
-    """
-    from .reporting import _pyplot, _save_figure
+    """Accuracy vs SNN energy per image (log axis), one curve per method (and model), points
+    labelled with T — points of equal cost share one label (COS at every T ≤ ρ computes the same
+    frames) — and each model's ANN as a marker at its own energy (ECC paper Fig. 3 style)."""
+    from .reporting import _pyplot, _save_figure, plot_title, series_label
 
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    anns = {}
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    anns: dict[str, tuple[float, float]] = {}
+    same_cost = False
     for rec in records:
         ops = rec.get("ops") or {}
         steps = [t for t in rec["snn_accuracy"] if t in ops]
@@ -1268,29 +1268,45 @@ def plot_accuracy_vs_energy(records: Sequence[Mapping[str, Any]], path) -> Any:
             continue
         energy = [ops[t]["energy_pj"]["snn"] / 1e6 for t in steps]
         accuracy = [rec["snn_accuracy"][t] * 100 for t in steps]
-        (line,) = ax.plot(energy, accuracy, marker="o", label=_label(rec))
-        for t, e, a in zip(steps, energy, accuracy, strict=True):
-            ax.annotate(t, (e, a), textcoords="offset points", xytext=(3, 3), fontsize=7,
+        (line,) = ax.plot(energy, accuracy, marker="o", label=series_label(rec, records))
+        # one label for points that would print on top of each other (within 4 % in energy
+        # and 1.5 points in accuracy); equal cost is flagged below
+        groups: list[list[int]] = []
+        for i, e in enumerate(energy):
+            near = next((g for g in groups if abs(math.log(energy[g[0]] / e)) < 0.04
+                         and abs(accuracy[g[0]] - accuracy[i]) < 1.5), None)
+            near.append(i) if near is not None else groups.append([i])
+        for members in groups:
+            top = max(members, key=lambda i: accuracy[i])
+            text = "T=" + ",".join(steps[i] for i in members)
+            same_cost |= len(members) > 1 and max(energy[i] for i in members) <= 1.001 * min(
+                energy[i] for i in members)
+            ax.annotate(text, (energy[top], accuracy[top]), textcoords="offset points",
+                        xytext=(4, 4 if len(members) == 1 else -11), fontsize=7,
                         color=line.get_color())
         if rec.get("ann_accuracy") is not None:
-            anns[rec["model"]] = (ops[steps[0]]["energy_pj"]["ann"] / 1e6,
-                                  rec["ann_accuracy"] * 100)
+            anns.setdefault(rec["model"], (ops[steps[0]]["energy_pj"]["ann"] / 1e6,
+                                           rec["ann_accuracy"] * 100))
+    markers = ("*", "P", "X", "D")
     for k, (model, (e, a)) in enumerate(anns.items()):
-        ax.plot([e], [a], marker="*", markersize=12, color="black", linestyle="none",
-                label=f"ANN ({a:.2f}%)" if len(anns) == 1 else f"ANN {model}"
-                if k < 4 else None)
+        name = "ANN" if len(anns) == 1 else f"ANN {model}"
+        ax.plot([e], [a], marker=markers[k % len(markers)], markersize=11, color="black",
+                linestyle="none", label=f"{name} ({a:.2f}%)")
     ax.set_xscale("log")
     from matplotlib.ticker import FuncFormatter
 
     for axis_formatter in (ax.xaxis.set_major_formatter, ax.xaxis.set_minor_formatter):
         axis_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
-    ax.tick_params(axis="x", which="minor", labelsize=7)
-    ax.set_xlabel("energy per image (µJ; labels: T)")
+    ax.tick_params(axis="x", which="both", labelsize=8)
+    ax.set_xlabel("energy per image (µJ, log scale)")
     ax.set_ylabel("test accuracy (%)")
-    first = records[0]
-    ax.set_title(f"{first['model']} on {first['dataset']}: accuracy vs energy", fontsize=10)
+    ax.set_title(plot_title(records, "accuracy vs energy"), fontsize=10)
+    if same_cost:
+        fig.text(0.01, -0.02, "Points sharing a label and an energy cost the same: COS "
+                 "computes ρ·iterations + ρ frames per layer at every T ≤ ρ (docs/energy.md).",
+                 fontsize=7, va="top")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside, not over
     out = _save_figure(fig, path)
     plt.close(fig)
     return out

@@ -34,6 +34,8 @@ __all__ = [
     "format_offset_table",
     "plot_accuracy",
     "plot_offsets",
+    "plot_title",
+    "series_label",
     "write_csv",
     "write_json",
 ]
@@ -187,26 +189,57 @@ def _save_figure(fig, path: str | Path) -> Path:
     return Path(path)
 
 
+def _models(records: Sequence[dict[str, Any]]) -> list[str]:
+    return list(dict.fromkeys(rec["model"] for rec in records))
+
+
+def plot_title(records: Sequence[dict[str, Any]], what: str = "") -> str:
+    """``model on dataset`` for one model, ``N models on dataset`` for several."""
+    models = _models(records)
+    subject = models[0] if len(models) == 1 else f"{len(models)} models"
+    return f"{subject} on {records[0]['dataset']}{': ' + what if what else ''}"
+
+
+def series_label(rec: dict[str, Any], records: Sequence[dict[str, Any]]) -> str:
+    """A curve's legend entry: the method, plus its model when the plot shows several, plus
+    COS's pre-simulation (its results at T are presented for ρ·iterations + T steps)."""
+    label = _label(rec)
+    pre = next(iter(rec.get("latency", {}).values()), {}).get("presimulation", 0)
+    if pre:
+        label += f" (+{pre} pre-sim. steps)"
+    if len(_models(records)) > 1:
+        label += f" — {rec['model']}"
+    return label
+
+
+_ANN_STYLES = ("--", ":", "-.", (0, (5, 1)))
+
+
 def plot_accuracy(records: Sequence[dict[str, Any]], path: str | Path, title: str = "") -> Path:
-    """Accuracy vs T (log2 axis), one line per method, the ANN as a dashed line."""
+    """Accuracy vs T (log2 axis), one line per method (and model), each model's ANN as a
+    dashed reference line."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
     for rec in records:
         steps = [int(t) for t in rec["snn_accuracy"]]
         ax.plot(steps, [rec["snn_accuracy"][str(t)] * 100 for t in steps], marker="o",
-                label=_label(rec))
-    ann = records[0]["ann_accuracy"]
-    if ann is not None and len({rec["model"] for rec in records}) == 1:
-        ax.axhline(ann * 100, color="black", linestyle="--", linewidth=1,
-                   label=f"ANN {ann * 100:.2f}%")
+                label=series_label(rec, records))
+    anns = {}
+    for rec in records:
+        if rec.get("ann_accuracy") is not None:
+            anns.setdefault(rec["model"], rec["ann_accuracy"])
+    for k, (model, ann) in enumerate(anns.items()):
+        name = "ANN" if len(_models(records)) == 1 else f"ANN {model}"
+        ax.axhline(ann * 100, color="black", linestyle=_ANN_STYLES[k % len(_ANN_STYLES)],
+                   linewidth=1, label=f"{name} {ann * 100:.2f}%")
     ax.set_xscale("log", base=2)
     all_steps = sorted({int(t) for rec in records for t in rec["snn_accuracy"]})
     ax.set_xticks(all_steps, [str(t) for t in all_steps])
     ax.set_xlabel("time-steps T")
     ax.set_ylabel("test accuracy (%)")
-    ax.set_title(title or f"{records[0]['model']} on {records[0]['dataset']}")
+    ax.set_title(title or plot_title(records), fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside, not over
     path = _save_figure(fig, path)
     plt.close(fig)
     return path

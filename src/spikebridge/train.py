@@ -324,7 +324,8 @@ def _train(
     if len(loader) == 0:
         raise ValueError(
             f"the training set has {len(train_set)} samples, fewer than one batch of "
-            f"{cfg.batch_size}"
+            f"{cfg.batch_size}; pass --batch-size {max(1, len(train_set))} or less (a recipe's "
+            "batch size is meant for the full training set)"
         )
     start_epoch, history = 0, []
     if saved is not None:

@@ -250,14 +250,24 @@ def _md5(path: Path) -> str:
     return digest.hexdigest()
 
 
+_WARNED_DIRECTORIES: set[str] = set()  # one checksum warning per directory and process
+
+
 def _check_md5(layout: _Layout, paths: list[Path], what: str) -> None:
-    """Warn (once for all ``paths``) about files whose MD5 differs from the official release."""
+    """Warn — once per directory and process, however many splits a command loads from it —
+    about files whose MD5 differs from the official release."""
+    directory = str(paths[0].parent.resolve()) if paths else ""
+    if directory in _WARNED_DIRECTORIES:
+        return
     differ = [p for p in paths if p.name in layout.md5 and _md5(p) != layout.md5[p.name]]
     if differ:
+        _WARNED_DIRECTORIES.add(directory)
         warnings.warn(
             f"{what}: {len(differ)} file(s) differ from the official {layout.folder} release "
-            f"(MD5 mismatch): {', '.join(str(p) for p in differ)}; loading them anyway (a subset "
-            f"or a modified copy?)",
+            f"(MD5 mismatch): {', '.join(str(p) for p in differ)}; loading them anyway. This "
+            "is a subset or a modified copy of the data set: fine for your own experiments, but "
+            "accuracies on it are not comparable with the paper's or with runs on the official "
+            "files",
             ChecksumWarning,
             stacklevel=4,
         )
