@@ -220,6 +220,20 @@ def test_long_runs_are_announced(capsys, monkeypatch):
     assert "warning: qcfs will take about" in err and "20 images for T=1" in err
 
 
+def test_the_long_run_notice_covers_the_whole_command(tmp_path, capsys, monkeypatch):
+    """Two methods of 400 s each: neither alone crosses the 600 s line, the command does."""
+    monkeypatch.setattr("spikebridge.runtime_estimate.estimate_simulation_seconds",
+                        lambda *args, **kwargs: 400.0)
+    assert main(["compare", "--methods", "qcfs,cos", "--T", "1", "--limit", "20", "--quiet",
+                 "--no-energy", "--out", str(tmp_path / "c")]) == 0
+    err = capsys.readouterr().err
+    assert err.count("warning") == 1
+    assert "these 2 methods will take about 13 min" in err and "qcfs 7 min" in err
+    assert main(["compare", "--methods", "qcfs", "--T", "1", "--limit", "20", "--quiet",
+                 "--no-energy", "--out", str(tmp_path / "d")]) == 0
+    assert "warning" not in capsys.readouterr().err  # 400 s alone: no notice
+
+
 def test_warnings_are_one_line(tmp_path, capsys):
     model = tmp_path / "model"
     shutil.copytree(SHIPPED_MODEL_DIR, model)

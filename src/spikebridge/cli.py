@@ -552,25 +552,46 @@ def _calibration_data(args: argparse.Namespace, config: dict):
     return CalibrationData(loader, len(subset), progress=not args.quiet)
 
 
+def _estimate_seconds(args: argparse.Namespace, snn, x, images: int, steps: list[int],
+                      nonfinite: str) -> float:
+    """Seconds a short probe on batch ``x`` predicts for simulating ``images`` (0 outside the
+    main process: every process runs its share in the same time)."""
+    from .runtime_estimate import estimate_simulation_seconds
+
+    if not _is_main_process() or x is None:
+        return 0.0
+    snn.to(args.device).eval()
+    return estimate_simulation_seconds(snn, x.to(args.device), steps, images, mode=args.mode,
+                                       nonfinite=nonfinite)
+
+
+def _announce_long_command(args: argparse.Namespace, estimates: list[tuple[str, float]],
+                           images: int, steps: list[int]) -> None:
+    """One stderr line when the whole command — every method together — is estimated to take
+    longer than LONG_RUN_SECONDS (a run of many methods can be long although each is short)."""
+    from .distributed import world_size
+    from .runtime_estimate import LONG_RUN_SECONDS, format_duration
+
+    total = sum(seconds for _, seconds in estimates)
+    if not _is_main_process() or total <= LONG_RUN_SECONDS:
+        return
+    share = f" per process, {world_size()} processes" if world_size() > 1 else ""
+    parts = ", ".join(f"{label} {format_duration(seconds)}" for label, seconds in estimates
+                      if seconds >= 1) if len(estimates) > 1 else ""
+    what = (f"{estimates[0][0]} will take" if len(estimates) == 1
+            else f"these {len(estimates)} methods will take")
+    print(f"spikebridge {args.command}: warning: {what} about {format_duration(total)} to "
+          f"simulate {images} images{share} for T={max(steps)}"
+          + (f" ({parts})" if parts else "")
+          + " (estimated from short probes); use --limit or a smaller --T to shorten it, "
+          "Ctrl-C to stop", file=sys.stderr, flush=True)
+
+
 def _warn_if_long(args: argparse.Namespace, snn, x, images: int, steps: list[int], label: str,
                   nonfinite: str) -> None:
-    """One stderr line when a short probe on batch ``x`` predicts that simulating ``images``
-    (this process's share of the test set) takes longer than LONG_RUN_SECONDS."""
-    from .distributed import world_size
-    from .runtime_estimate import LONG_RUN_SECONDS, estimate_simulation_seconds, format_duration
-
-    if not _is_main_process():  # every process runs its share in the same time: warn once
-        return
-    x = x.to(args.device)
-    snn.to(args.device).eval()
-    seconds = estimate_simulation_seconds(snn, x, steps, images, mode=args.mode,
-                                          nonfinite=nonfinite)
-    if seconds > LONG_RUN_SECONDS:
-        share = f" per process, {world_size()} processes" if world_size() > 1 else ""
-        print(f"spikebridge {args.command}: warning: {label} will take about "
-              f"{format_duration(seconds)} to simulate {images} images{share} for "
-              f"T={max(steps)} (estimated from a short probe); use --limit or a smaller --T to "
-              "shorten it, Ctrl-C to stop", file=sys.stderr, flush=True)
+    """One stderr line when a short probe predicts a simulation longer than LONG_RUN_SECONDS."""
+    _announce_long_command(args, [(label, _estimate_seconds(args, snn, x, images, steps,
+                                                             nonfinite))], images, steps)
 
 
 def _check_weight_options(args: argparse.Namespace) -> None:
@@ -595,7 +616,9 @@ def _run_methods(args: argparse.Namespace, specs: list, steps: list[int]):
     probe_batches: dict[Path, torch.Tensor] = {}  # one per model: no second loader start-up
     ann_accuracy: dict[Path, float | None] = {}
     records = []
-    for spec in specs:
+    nonfinite = "propagate" if args.allow_nonfinite else "error"
+    prepared, estimates = [], []
+    for spec in specs:  # convert every method first: the long-run notice covers the command
         method = get_method(spec.name, **spec.params)
         model_dir = _resolve_model(spec, args)
         if model_dir not in loaded:
@@ -605,11 +628,15 @@ def _run_methods(args: argparse.Namespace, specs: list, steps: list[int]):
         snn = convert(ann, method, calibration_data=calibration, weight_bits=args.weight_bits,
                       weight_rounding=getattr(args, "weight_rounding", "nearest"),
                       progress=not args.quiet)
-        nonfinite = "propagate" if args.allow_nonfinite else "error"
         if model_dir not in probe_batches and _is_main_process():
             probe_batches[model_dir] = next(iter(loader))[0]
-        _warn_if_long(args, snn, probe_batches.get(model_dir), len(loader.dataset), steps,
-                      spec.label, nonfinite)
+        estimates.append((spec.label, _estimate_seconds(
+            args, snn, probe_batches.get(model_dir), len(loader.dataset), steps, nonfinite)))
+        prepared.append((spec, model_dir, snn, calibration))
+    images = max(len(loaded[m][2].dataset) for _, m, _, _ in prepared)
+    _announce_long_command(args, estimates, images, steps)
+    for spec, model_dir, snn, calibration in prepared:
+        ann, config, loader, label = loaded[model_dir]
         result = evaluate(snn, loader, steps, ann=ann if model_dir not in ann_accuracy else None,
                           mode=args.mode, device=args.device, progress=not args.quiet,
                           description=f"{spec.label}: simulating T={max(steps)}",

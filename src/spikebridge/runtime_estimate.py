@@ -23,7 +23,7 @@ LONG_RUN_SECONDS = 600.0
 
 PROBE_SAMPLES = 32
 PROBE_STEPS = 4
-PROBE_REPEATS = 3  # the fastest of these counts: a busy machine only ever slows a probe down
+PROBE_REPEATS = 3  # the median counts: a machine busy now stays busy for the run
 
 
 def _frames(snn: SpikingNetwork, steps: Sequence[int]) -> int:
@@ -40,18 +40,20 @@ def estimate_simulation_seconds(
     """Seconds to simulate ``n_samples`` inputs like ``x`` for ``steps``.
 
     Times ``simulate`` on the first :data:`PROBE_SAMPLES` samples of ``x`` for
-    ``min(max(steps), PROBE_STEPS)`` steps (after one warm-up call; the fastest of
-    :data:`PROBE_REPEATS` calls, since other load on the machine only adds time) and scales by
-    samples × frames. Small probes carry a larger per-call overhead, so the estimate errs long.
+    ``min(max(steps), PROBE_STEPS)`` steps (after one warm-up call; the median of
+    :data:`PROBE_REPEATS` calls: the run will share the machine with whatever loads it now, so
+    the fastest call would promise too little) and scales by samples × frames. The CLI sums
+    the estimates of all the methods of one command before deciding to warn.
     """
     probe = x[:PROBE_SAMPLES]
     probe_steps = min(max(steps), PROBE_STEPS)
     simulate(snn, probe, probe_steps, mode=mode, nonfinite=nonfinite)  # warm-up
-    seconds = float("inf")
+    timings = []
     for _ in range(PROBE_REPEATS):
         start = time.perf_counter()
         simulate(snn, probe, probe_steps, mode=mode, nonfinite=nonfinite)
-        seconds = min(seconds, time.perf_counter() - start)
+        timings.append(time.perf_counter() - start)
+    seconds = sorted(timings)[len(timings) // 2]
     per_sample_frame = seconds / (probe.shape[0] * snn.frames_needed(probe_steps))
     return per_sample_frame * n_samples * _frames(snn, steps)
 
