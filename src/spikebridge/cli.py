@@ -148,7 +148,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="fashion-mnist (default), mnist, digits, cifar10, cifar100, "
                    "cifar100-coarse (`spikebridge info`; docs/data.md)")
     p.add_argument("--data-dir", type=Path, default=None,
-                   help="directory with the dataset's IDX files (default: the Debian package's)")
+                   help="directory with the data set's files: IDX for MNIST-style sets, the CIFAR "
+                   "release, ImageNet / image-folder trees (default: $SPIKEBRIDGE_DATA_DIR, or "
+                   "the Debian package's Fashion-MNIST)")
     p.add_argument("--follow-links", action="store_true",
                    help="follow symbolic links to directories in ImageNet / image-folder "
                    "trees (each directory read once: loops are detected); off by default")
