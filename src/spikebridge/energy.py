@@ -1260,6 +1260,7 @@ def plot_accuracy_vs_energy(records: Sequence[Mapping[str, Any]], path) -> Any:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     anns: dict[str, tuple[float, float]] = {}
+    colors: dict[str, str] = {}
     same_cost = False
     for rec in records:
         ops = rec.get("ops") or {}
@@ -1269,6 +1270,7 @@ def plot_accuracy_vs_energy(records: Sequence[Mapping[str, Any]], path) -> Any:
         energy = [ops[t]["energy_pj"]["snn"] / 1e6 for t in steps]
         accuracy = [rec["snn_accuracy"][t] * 100 for t in steps]
         (line,) = ax.plot(energy, accuracy, marker="o", label=series_label(rec, records))
+        colors.setdefault(rec["model"], line.get_color())
         # one label for points that would print on top of each other (within 4 % in energy
         # and 1.5 points in accuracy); equal cost is flagged below
         groups: list[list[int]] = []
@@ -1289,14 +1291,22 @@ def plot_accuracy_vs_energy(records: Sequence[Mapping[str, Any]], path) -> Any:
                                            rec["ann_accuracy"] * 100))
     markers = ("*", "P", "X", "D")
     for k, (model, (e, a)) in enumerate(anns.items()):
-        name = "ANN" if len(anns) == 1 else f"ANN {model}"
-        ax.plot([e], [a], marker=markers[k % len(markers)], markersize=11, color="black",
-                linestyle="none", label=f"{name} ({a:.2f}%)")
+        one = len(anns) == 1
+        ax.plot([e], [a], marker=markers[k % len(markers)], markersize=12 if one else 9,
+                color="black" if one else colors.get(model, "black"),
+                markeredgecolor="black", linestyle="none",
+                label=f"{'ANN' if one else 'ANN ' + model} ({a:.2f}%)")
     ax.set_xscale("log")
-    from matplotlib.ticker import FuncFormatter
+    from matplotlib.ticker import FuncFormatter, NullFormatter
 
-    for axis_formatter in (ax.xaxis.set_major_formatter, ax.xaxis.set_minor_formatter):
-        axis_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+    low, high = ax.get_xlim()
+
+    def minor(v: float, _pos: int) -> str:  # 2 and 5 of each decade: readable, never crowded
+        lead = round(v / 10 ** math.floor(math.log10(v)), 6) if v > 0 else 0
+        return f"{v:g}" if lead in (2.0, 5.0) else ""
+
+    ax.xaxis.set_minor_formatter(FuncFormatter(minor) if high / low < 1e4 else NullFormatter())
     ax.tick_params(axis="x", which="both", labelsize=8)
     ax.set_xlabel("energy per image (µJ, log scale)")
     ax.set_ylabel("test accuracy (%)")
