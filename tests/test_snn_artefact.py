@@ -113,6 +113,11 @@ def test_snn_and_ann_directories_are_not_mixed_up(tmp_path, capsys):
         load_snn(SHIPPED_MODEL_DIR)
     assert main(["evaluate", "--snn", str(tmp_path / "snn"), "--method", "cos", "--T", "1"]) == 2
     assert "--method" in capsys.readouterr().err
+    assert main(["evaluate", "--snn", str(tmp_path / "snn"), "--weight-rounding", "ecc",
+                 "--T", "1"]) == 2
+    assert "--weight-rounding" in capsys.readouterr().err
+    assert main(["evaluate", "--weight-rounding", "ecc", "--T", "1", "--limit", "5"]) == 2
+    assert "only applies with --weight-bits" in capsys.readouterr().err
 
 
 def test_a_custom_network_saves_and_loads(tmp_path):

@@ -663,6 +663,8 @@ def _refuse_with_snn(args: argparse.Namespace, method_flag: str) -> None:
     given = [flag for flag, value in (
         ("--model", args.model), (method_flag, getattr(args, method_flag[2:], None)),
         ("--weight-bits", args.weight_bits), ("--calibration-samples", args.calibration_samples),
+        ("--weight-rounding", None if getattr(args, "weight_rounding", "nearest") == "nearest"
+         else args.weight_rounding),
         *((f"--{key}", getattr(args, key, None)) for key in COS_DEFAULTS),
     ) if value is not None]
     if given:
