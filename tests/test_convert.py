@@ -161,7 +161,7 @@ class WithLayer(nn.Module):
 @pytest.mark.parametrize(
     ("layer", "message"),
     [
-        (nn.MaxPool2d(2), "'layer' \\(MaxPool2d\\).*AvgPool2d"),
+        (nn.MaxPool2d(2), "'layer' \\(MaxPool2d\\).*average pooling.*to_qcfs"),
         (nn.GELU(), "'layer' \\(GELU\\).*QCFS"),
         (nn.LSTM(2, 2), "'layer' \\(LSTM\\) is not supported"),
     ],
@@ -186,7 +186,7 @@ class Functional(nn.Module):
     ("fn", "message"),
     [
         (lambda x: F.max_pool2d(x, 2), "max_pool2d.*average pooling"),
-        (torch.sigmoid, "sigmoid.*not supported"),
+        (torch.sigmoid, "sigmoid.*no spiking counterpart"),
         (lambda x: x * x, "multiplies two signals"),
         (lambda x: torch.flatten(x, 0), "batch dimension"),
     ],

@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import operator
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -41,7 +42,9 @@ from .neurons import IFNeuron
 from .quantization import quantize_weights
 
 __all__ = [
+    "ConversionProblem",
     "UnsupportedLayerError",
+    "check_convertible",
     "convert",
     "find_activation_sites",
     "fold_graph_batchnorms",
@@ -50,7 +53,27 @@ __all__ = [
 
 
 class UnsupportedLayerError(ValueError):
-    """A layer or operation has no spiking counterpart in this converter."""
+    """A layer or operation has no spiking counterpart in this converter.
+
+    ``problems`` lists every one found in the model (:func:`check_convertible`), so one error
+    names them all."""
+
+    def __init__(self, message: str, problems: Sequence[ConversionProblem] = ()) -> None:
+        super().__init__(message)
+        self.problems = list(problems)
+
+
+@dataclass(frozen=True)
+class ConversionProblem:
+    """One node of the traced model that cannot be converted: where it is and why."""
+
+    node: str  # the graph node (a module's qualified name, or a call's node name)
+    op: str  # the layer type, function or tensor method
+    why: str  # the reason and what to do, one or two sentences
+
+    def __str__(self) -> str:
+        named = f"'{self.node}'" in self.why or f"{self.node} " in self.why
+        return self.why if named else f"{self.node} ({self.op}): {self.why}"
 
 
 _BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
@@ -77,7 +100,7 @@ _RELU6_FUNCTIONS = {F.relu6}
 _LINEAR_FUNCTIONS = {
     operator.add, operator.iadd, torch.add, torch.flatten, torch.cat, torch.reshape,
     operator.getitem, getattr, F.avg_pool1d, F.avg_pool2d, F.avg_pool3d,
-    F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d,
+    F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d, torch.mean,
 }
 _SCALING_FUNCTIONS = {operator.mul, operator.truediv, torch.mul}
 _DROPOUT_FUNCTIONS = {F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout}
@@ -85,18 +108,17 @@ _MAXPOOL_FUNCTIONS = {
     F.max_pool1d, F.max_pool2d, F.max_pool3d, F.adaptive_max_pool1d, F.adaptive_max_pool2d,
     F.adaptive_max_pool3d, torch.max_pool1d, torch.max_pool2d,
 }
-_LINEAR_METHODS = {"view", "reshape", "flatten", "size", "contiguous", "add", "add_", "dim"}
+_LINEAR_METHODS = {"view", "reshape", "flatten", "size", "contiguous", "add", "add_", "dim",
+                   "mean"}
 
 _MAXPOOL_HINT = (
-    "max-pooling has no exact spiking counterpart; build the ANN with average pooling "
-    "(nn.AvgPool2d) and train it that way (docs/methods.md §2.6)"
+    "max-pooling has no exact spiking counterpart; swap it for average pooling and fine-tune "
+    "(spikebridge.to_qcfs(model, maxpool='avg') does both)"
 )
 _ACTIVATION_HINT = (
-    "only ReLU-family activations map to IF neurons; train the ANN with "
-    "spikebridge.activations.QCFS (or ReLU / ClippedReLU / SlipReLU), or, for negative "
-    "activations, SymmetricThresholdReLU (clip(z, -θ, θ)) or AsymmetricLeakyReLU (a leaky ReLU "
-    "bounded below), which map to signed IF neurons (spikebridge train --activation strelu / "
-    "leaky_threshold)"
+    "only ReLU-family activations map to IF neurons: use ReLU / clipped ReLU / QCFS "
+    "(spikebridge.to_qcfs rewrites a ReLU network for QCFS fine-tuning), or "
+    "SymmetricThresholdReLU / AsymmetricLeakyReLU for signed neurons"
 )
 
 
@@ -215,8 +237,8 @@ def _check_scaling(node: fx.Node) -> None:
         numbers = []
     if len(tensors) != 1 or not numbers:
         raise UnsupportedLayerError(
-            f"operation {node.format_node()}{_where(node)} multiplies two signals; only scaling "
-            "by a constant is linear and survives conversion"
+            f"{getattr(node.target, '__name__', node.target)}{_where(node)} multiplies two "
+            "signals; only scaling by a constant is linear and survives conversion"
         )
 
 
@@ -233,15 +255,15 @@ def _check_module(name: str, module: nn.Module) -> None:
         raise UnsupportedLayerError(f"layer {name!r} ({type(module).__name__}): {_MAXPOOL_HINT}")
     if isinstance(module, _OTHER_ACTIVATIONS):
         raise UnsupportedLayerError(
-            f"layer {name!r} ({type(module).__name__}) is an activation with no spiking "
-            f"counterpart: {_ACTIVATION_HINT}"
+            f"layer {name!r} ({type(module).__name__}) has no spiking counterpart; "
+            f"{_ACTIVATION_HINT}"
         )
     if not isinstance(module, _LINEAR_MODULES):
         raise UnsupportedLayerError(
             f"layer {name!r} ({type(module).__name__}) is not supported by the converter. "
             "Supported: Conv1d/2d/3d, Linear, BatchNorm, AvgPool / AdaptiveAvgPool, Flatten, "
             "Identity, Dropout (removed), residual adds, and QCFS / ClippedReLU / ReLU / ReLU6 "
-            "activations. Rewrite the layer from these, or register a handler."
+            "activations. Rewrite the layer from these."
         )
     if isinstance(module, nn.Flatten):
         _check_flatten_dim(f"layer {name!r} (Flatten)", module.start_dim)
@@ -251,8 +273,32 @@ def _start_dim(node: fx.Node) -> Any:
     return node.args[1] if len(node.args) > 1 else node.kwargs.get("start_dim", 0)
 
 
+_CLAMP_FUNCTIONS = {torch.clamp, torch.clip}
+
+
+def _clamp_bounds(node: fx.Node) -> tuple[Any, Any] | None:
+    """``(min, max)`` of a ``torch.clamp`` / ``x.clamp`` / ``x.clip`` call, else ``None``."""
+    if not ((node.op == "call_function" and node.target in _CLAMP_FUNCTIONS)
+            or (node.op == "call_method" and node.target in ("clamp", "clip", "clamp_"))):
+        return None
+    args = list(node.args[1:]) + [None, None]
+    low = node.kwargs.get("min", args[0])
+    high = node.kwargs.get("max", args[1])
+    return low, high
+
+
 def _function_site(node: fx.Node) -> ActivationSite | None:
     """Activation site for a functional call, ``None`` if the call is linear, else raise."""
+    clamp = _clamp_bounds(node)
+    if clamp is not None:
+        low, high = clamp
+        if low == 0 and high is None:
+            return ActivationSite(node.name, "relu", None)
+        if low == 0 and isinstance(high, int | float) and high > 0:
+            return ActivationSite(node.name, "clipped_relu", float(high))
+        raise UnsupportedLayerError(
+            f"{node.format_node()}{_where(node)} clamps to [{low}, {high}]; only clamp(x, 0) "
+            "(a ReLU) and clamp(x, 0, a) with a > 0 (a clipped ReLU) map to IF neurons")
     if node.op == "call_method":
         if node.target == "relu":
             return ActivationSite(node.name, "relu", None)
@@ -280,37 +326,83 @@ def _function_site(node: fx.Node) -> ActivationSite | None:
         return None
     name = getattr(fn, "__name__", repr(fn))
     raise UnsupportedLayerError(
-        f"function {name} at {node.format_node()}{_where(node)} is not supported by the "
-        f"converter: only linear operations (conv, linear, average pooling, flatten, reshapes, "
-        f"adds, scaling by constants) and ReLU-family activations can be converted. "
-        f"{_ACTIVATION_HINT if 'relu' not in name.lower() else ''}".rstrip()
+        f"function {name}{_where(node)} has no spiking counterpart: only linear operations "
+        "(conv, linear, average pooling or mean, flatten, reshapes, adds, scaling by constants) "
+        "and ReLU-family activations (ReLU, clamp(x, 0, a), QCFS) convert"
     )
 
 
-def find_activation_sites(gm: fx.GraphModule) -> list[tuple[fx.Node, ActivationSite]]:
-    """Pass 2: check every node and list the activation sites in forward (topological) order."""
+def _op_name(gm: fx.GraphModule, node: fx.Node) -> str:
+    if node.op == "call_module":
+        return type(gm.get_submodule(node.target)).__name__
+    if node.op == "call_method":
+        return f".{node.target}()"
+    return getattr(node.target, "__name__", repr(node.target))
+
+
+def find_activation_sites(
+    gm: fx.GraphModule, problems: list[ConversionProblem] | None = None
+) -> list[tuple[fx.Node, ActivationSite]]:
+    """Pass 2: check every node and list the activation sites in forward (topological) order.
+
+    With ``problems`` (a list), every unconvertible node is appended to it and the check goes
+    on, so one pass finds them all; without, the first raises :class:`UnsupportedLayerError`.
+    """
     sites: list[tuple[fx.Node, ActivationSite]] = []
     for node in list(gm.graph.nodes):
-        if node.op == "call_module":
-            module = gm.get_submodule(node.target)
-            if isinstance(module, _DROPOUT_MODULES):
-                node.replace_all_uses_with(node.args[0])
-                gm.graph.erase_node(node)
-                continue
-            site = _module_site(node.target, module)
-            if site is None:
-                _check_module(node.target, module)
-            else:
-                sites.append((node, site))
-        elif node.op in ("call_function", "call_method"):
-            if node.op == "call_function" and node.target in _DROPOUT_FUNCTIONS:
-                node.replace_all_uses_with(node.args[0])
-                gm.graph.erase_node(node)
-                continue
-            site = _function_site(node)
-            if site is not None:
-                sites.append((node, site))
+        try:
+            if node.op == "call_module":
+                module = gm.get_submodule(node.target)
+                if isinstance(module, _DROPOUT_MODULES):
+                    node.replace_all_uses_with(node.args[0])
+                    gm.graph.erase_node(node)
+                    continue
+                site = _module_site(node.target, module)
+                if site is None:
+                    _check_module(node.target, module)
+                else:
+                    sites.append((node, site))
+            elif node.op in ("call_function", "call_method"):
+                if node.op == "call_function" and node.target in _DROPOUT_FUNCTIONS:
+                    node.replace_all_uses_with(node.args[0])
+                    gm.graph.erase_node(node)
+                    continue
+                site = _function_site(node)
+                if site is not None:
+                    sites.append((node, site))
+        except UnsupportedLayerError as exc:
+            if problems is None:
+                raise
+            name = str(node.target) if node.op == "call_module" else node.name
+            problems.append(ConversionProblem(name, _op_name(gm, node), str(exc)))
     return sites
+
+
+def check_convertible(model: nn.Module) -> list[ConversionProblem]:
+    """Every node of ``model`` that :func:`convert` cannot turn into a spiking network, from one
+    trace: ``[]`` when it converts. Each problem names the node, the op and what to do."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"check_convertible() needs a torch.nn.Module, got {type(model).__name__}")
+    try:
+        gm = trace(copy.deepcopy(model).eval())
+    except UnsupportedLayerError as exc:
+        return [ConversionProblem(type(model).__name__, "torch.fx trace", str(exc))]
+    problems: list[ConversionProblem] = []
+    sites = find_activation_sites(gm, problems)
+    if not sites and not problems:
+        problems.append(ConversionProblem(
+            type(model).__name__, "activations",
+            "the model has no activation layers, so there is nothing to turn into IF neurons"))
+    return problems
+
+
+def _raise_problems(model: nn.Module, problems: Sequence[ConversionProblem]) -> None:
+    if not problems:
+        return
+    listed = "\n".join(f"  - {p}" for p in problems)
+    raise UnsupportedLayerError(
+        f"{type(model).__name__} cannot be converted: {len(problems)} problem(s) "
+        f"(spikebridge.check_convertible lists them too):\n{listed}", problems)
 
 
 def _resolve_threshold(
@@ -390,7 +482,9 @@ def convert(
     gm = trace(ann)
     views_as_reshapes(gm)
     fold_graph_batchnorms(gm, recipe.bn_epsilon())
-    sites = find_activation_sites(gm)
+    problems: list[ConversionProblem] = []
+    sites = find_activation_sites(gm, problems)
+    _raise_problems(model, problems)
     if not sites:
         raise UnsupportedLayerError(
             f"{type(model).__name__} has no activation layers, so there is nothing to turn into "
@@ -403,6 +497,12 @@ def convert(
                 f"thresholds given for unknown activation(s) {unknown}; the model's activation "
                 f"sites are {[site.name for _, site in sites]}"
             )
+    if thresholds is not None and not isinstance(thresholds, Mapping) and all(
+            site.threshold is not None for _, site in sites):
+        raise ValueError(
+            f"thresholds={thresholds!r} applies to activations without a trained threshold "
+            "(plain ReLUs), and every activation of this model has one; drop it, or pass "
+            "{site name: θ} to override a trained threshold on purpose")
     recipe.check_source([_resolve_threshold(site, thresholds) for _, site in sites])
     data = None
     if recipe.needs_calibration_data():

@@ -464,6 +464,10 @@ class _Connectivity(fx.Interpreter):
             if bias is not None:
                 self.bias_elements += _per_sample(out)
             return out
+        if target is torch.mean:  # torch.mean(x, dims): a sum with unit weights
+            dims = args[1] if len(args) > 1 else kwargs.get("dim")
+            keep = args[2] if len(args) > 2 else kwargs.get("keepdim", False)
+            return args[0].sum(dim=dims, keepdim=keep)
         if target in _SHAPE_FUNCTIONS:
             return super().call_function(target, args, kwargs)
         raise NotImplementedError(
@@ -476,6 +480,10 @@ class _Connectivity(fx.Interpreter):
             return tensors[0] if len(tensors) == 1 else tensors[0] + tensors[1]
         if target in ("mul", "mul_", "div", "div_"):
             return args[0]
+        if target == "mean":  # global average pooling x.mean(dims): a sum with unit weights
+            dims = args[1] if len(args) > 1 else kwargs.get("dim")
+            keep = args[2] if len(args) > 2 else kwargs.get("keepdim", False)
+            return args[0].sum(dim=dims, keepdim=keep)
         if target in ("view", "reshape", "flatten", "size", "contiguous", "dim", "squeeze",
                       "unsqueeze"):
             return super().call_method(target, args, kwargs)

@@ -1,0 +1,187 @@
+"""Give a user's own ReLU network the QCFS activation COS needs (docs/methods.md §3).
+
+:func:`to_qcfs` traces the model (torch.fx) and replaces every ReLU-family activation —
+``nn.ReLU``, ``nn.ReLU6``, ``nn.Hardtanh(0, a)``, ``F.relu`` / ``torch.relu`` / ``x.relu()``,
+``torch.clamp(x, 0, a)`` / ``x.clamp(0, a)`` — by :class:`~spikebridge.activations.QCFS` with
+``L`` levels and a trainable threshold θ. θ starts at
+
+* the ``percentile`` (99.9 by default) of that activation's **non-zero** outputs on a few
+  calibration batches (the robust scale of docs/methods.md §7.9, nearest rank), when ``data`` is
+  given — the choice for plain ReLUs, whose outputs have no upper bound;
+* the clip value ``a`` of a clipped activation (ReLU6: 6) when no data is given.
+
+With ``maxpool="avg"`` every max-pooling (module or ``F.max_pool*d``) becomes average pooling of
+the same window, which converts exactly. The result is an ``nn.Module`` to fine-tune with the
+user's own training loop — a few epochs at a small learning rate (e.g. 1/10 of the original,
+θ trained with the weights; QCFS's straight-through gradient is built in) — and then to
+convert with ``qcfs`` or ``cos``.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+from .activations import QCFS
+from .calibration import CalibrationData, TopKPercentile
+from .convert import trace
+
+__all__ = ["to_qcfs"]
+
+_RELU_FUNCTIONS = {F.relu, torch.relu, torch.relu_, F.relu_}
+_CLAMPS = {torch.clamp, torch.clip}
+_MAXPOOL_TO_AVG = {nn.MaxPool1d: nn.AvgPool1d, nn.MaxPool2d: nn.AvgPool2d,
+                   nn.MaxPool3d: nn.AvgPool3d}
+_MAXPOOL_FUNCTIONS = {F.max_pool1d: F.avg_pool1d, F.max_pool2d: F.avg_pool2d,
+                      F.max_pool3d: F.avg_pool3d}
+
+
+def _clip_of(gm: fx.GraphModule, node: fx.Node) -> tuple[bool, float | None]:
+    """``(is a ReLU-family activation, its clip value or None)`` for one graph node."""
+    if node.op == "call_module":
+        module = gm.get_submodule(node.target)
+        if isinstance(module, nn.ReLU6):
+            return True, 6.0
+        if isinstance(module, nn.Hardtanh) and module.min_val == 0 and module.max_val > 0:
+            return True, float(module.max_val)
+        return isinstance(module, nn.ReLU), None
+    if node.op == "call_function" and node.target in _RELU_FUNCTIONS:
+        return True, None
+    if node.op == "call_method" and node.target in ("relu", "relu_"):
+        return True, None
+    clamp = (node.op == "call_function" and node.target in _CLAMPS) or (
+        node.op == "call_method" and node.target in ("clamp", "clip"))
+    if clamp:
+        rest = list(node.args[1:]) + [None, None]
+        low, high = node.kwargs.get("min", rest[0]), node.kwargs.get("max", rest[1])
+        if low == 0 and (high is None or (isinstance(high, int | float) and high > 0)):
+            return True, None if high is None else float(high)
+    return False, None
+
+
+def _swap_maxpool(gm: fx.GraphModule) -> int:
+    swapped = 0
+    for node in gm.graph.nodes:
+        if node.op == "call_module":
+            module = gm.get_submodule(node.target)
+            avg = _MAXPOOL_TO_AVG.get(type(module))
+            if avg is None:
+                continue
+            if module.dilation not in (1, (1,), (1, 1), (1, 1, 1)) or module.return_indices:
+                raise ValueError(f"{node.target}: max-pooling with dilation or return_indices "
+                                 "has no average-pooling equivalent")
+            *parent, leaf = node.target.split(".")
+            owner = gm.get_submodule(".".join(parent)) if parent else gm
+            setattr(owner, leaf, avg(module.kernel_size, module.stride, module.padding,
+                                     ceil_mode=module.ceil_mode))
+            swapped += 1
+        elif node.op == "call_function" and node.target in _MAXPOOL_FUNCTIONS:
+            if node.kwargs.get("dilation", 1) not in (1, (1, 1)) or len(node.args) > 4:
+                raise ValueError(f"{node.name}: max-pooling with dilation has no average-pooling "
+                                 "equivalent")
+            node.target = _MAXPOOL_FUNCTIONS[node.target]
+            node.kwargs = {k: v for k, v in node.kwargs.items()
+                           if k in ("kernel_size", "stride", "padding", "ceil_mode")}
+            swapped += 1
+    gm.recompile()
+    return swapped
+
+
+def _observed_percentiles(gm: fx.GraphModule, nodes: list[fx.Node], data: CalibrationData,
+                          percentile: float) -> dict[str, float]:
+    """The ``percentile`` of the non-zero outputs of each node over the calibration images."""
+    stats = {node.name: TopKPercentile(percentile, None) for node in nodes}
+    watched = {node.name for node in nodes}
+
+    class _Watch(fx.Interpreter):
+        def run_node(self, n: fx.Node) -> Any:
+            out = super().run_node(n)
+            if n.name in watched:
+                stats[n.name].update(out[out != 0])
+            return out
+
+    device = next((p.device for p in gm.parameters()), torch.device("cpu"))
+    with torch.inference_mode():
+        for x in data.images(device, description="to_qcfs: activation percentiles"):
+            _Watch(gm).run(x)
+    result = {}
+    for name, stat in stats.items():
+        try:
+            result[name] = stat.value()
+        except ValueError:
+            raise ValueError(f"activation {name!r} was zero on every calibration image, so it "
+                             "gives no scale for θ; use more (or other) calibration data") from None
+    return result
+
+
+def to_qcfs(
+    model: nn.Module,
+    levels: int = 4,
+    *,
+    data: CalibrationData | Iterable[Any] | None = None,
+    samples: int = 256,
+    percentile: float = 99.9,
+    maxpool: str | None = None,
+    shift: float = 0.5,
+    progress: bool = False,
+) -> fx.GraphModule:
+    """``model`` with every ReLU-family activation replaced by trainable ``QCFS(levels, θ)``
+    (module docstring). ``data``: calibration batches (``(x, y)`` pairs or tensors; the first
+    ``samples`` images are used) to start θ at the ``percentile`` of each activation's non-zero
+    outputs; needed for plain ReLUs. ``maxpool="avg"`` swaps max for average pooling.
+
+    The model is not modified. Returns a ``torch.fx.GraphModule`` in the model's train/eval
+    mode, to fine-tune and then :func:`spikebridge.convert` with ``qcfs`` or ``cos``.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"to_qcfs() needs a torch.nn.Module, got {type(model).__name__}")
+    if maxpool not in (None, "avg"):
+        raise ValueError(f"maxpool must be None (keep it) or 'avg', got {maxpool!r}")
+    training = model.training
+    gm = trace(copy.deepcopy(model).eval())
+    if maxpool == "avg":
+        _swap_maxpool(gm)
+    sites = [(node, clip) for node in gm.graph.nodes
+             for is_site, clip in [_clip_of(gm, node)] if is_site]
+    if not sites:
+        raise ValueError(f"{type(model).__name__} has no ReLU-family activation to replace")
+    if data is not None:
+        calibration = data if isinstance(data, CalibrationData) else CalibrationData(
+            data, samples, progress)
+        thetas = _observed_percentiles(gm, [n for n, _ in sites], calibration, percentile)
+    else:
+        unbounded = [n.name for n, clip in sites if clip is None]
+        if unbounded:
+            raise ValueError(
+                f"activations {', '.join(unbounded[:5])} are plain ReLUs, which have no clip "
+                "value to start θ from; pass data= (a few batches of training images) to start "
+                f"it at the {percentile:g}th percentile of their outputs")
+        thetas = {n.name: float(clip) for n, clip in sites}
+    used: set[str] = set()
+    for node, _clip in sites:
+        qcfs = QCFS(levels, thetas[node.name], shift)
+        if node.op == "call_module" and node.target not in used:
+            *parent, leaf = node.target.split(".")
+            owner = gm.get_submodule(".".join(parent)) if parent else gm
+            setattr(owner, leaf, qcfs)
+            used.add(node.target)
+            continue
+        name, k = f"{node.name}_qcfs", 1
+        while hasattr(gm, name):
+            k += 1
+            name = f"{node.name}_qcfs{k}"
+        gm.add_submodule(name, qcfs)
+        source = node.args[0] if node.args else node.kwargs.get("input")
+        with gm.graph.inserting_after(node):
+            replacement = gm.graph.call_module(name, (source,))
+        node.replace_all_uses_with(replacement)
+        gm.graph.erase_node(node)
+    gm.graph.eliminate_dead_code()
+    gm.graph.lint()
+    gm.recompile()
+    return gm.train(training)
