@@ -153,3 +153,16 @@ def test_the_consumer_profile_refuses_spikes_summed_across_a_residual_connection
     snn, _ = _snn("threshold-balancing", "relu", arch="resnet20")
     with pytest.raises(NirExportError, match="residual connection"):
         nir_export.for_consumers(export_nir(snn))
+
+
+def test_node_names_from_a_nir_file_never_reach_generated_code(tmp_path):
+    snn, shape = _snn("qcfs", _SOURCES["qcfs"])
+    graph = export_nir(snn)
+    marker = tmp_path / "PWNED"
+    name = next(n for n, node in graph.nodes.items() if isinstance(node, nir.Affine))
+    evil = f'r"); __import__("os").system("touch {marker}"); ("'
+    graph.nodes[evil] = graph.nodes.pop(name)
+    graph.edges = [(evil if a == name else a, evil if b == name else b) for a, b in graph.edges]
+    loaded = load_nir(graph)
+    sb.simulate(loaded, torch.rand(2, *shape), 2)
+    assert not marker.exists()

@@ -228,3 +228,42 @@ def test_cli_convert_then_evaluate_snn_equals_evaluate_model_for_every_method(
     a = json.loads((tmp_path / "a.json").read_text())
     b = json.loads((tmp_path / "b.json").read_text())
     assert a["snn_accuracy"] == b["snn_accuracy"]
+
+
+def test_names_from_the_file_never_reach_generated_code(tmp_path):
+    """torch.fx writes node and layer names into the source it executes: a name that is not a
+    plain identifier is refused before anything is built (even unverified)."""
+    ann, config = load_checkpoint(SHIPPED_MODEL_DIR)
+    marker = tmp_path / "PWNED"
+    for field in ("placeholder", "layer", "node"):
+        save_snn(sb.convert(ann, "qcfs"), tmp_path / field, ann_config=config)
+        saved = _snapshot(tmp_path / field) / CONFIG_FILE
+        record = json.loads(saved.read_text())
+        payload = f"x=__import__('os').system('touch {marker}')"
+        if field == "placeholder":
+            record["snn"]["graph"][0]["target"] = payload
+        elif field == "node":
+            record["snn"]["graph"][1]["name"] = payload
+        else:
+            name = next(iter(record["snn"]["layers"]))
+            record["snn"]["layers"][payload] = record["snn"]["layers"].pop(name)
+        saved.write_text(json.dumps(record))
+        with pytest.raises(SnnFormatError, match="not a plain identifier"), \
+                pytest.warns(UnverifiedCheckpointWarning):
+            load_snn(tmp_path / field, allow_unverified=True)
+        assert not marker.exists()
+
+
+def test_a_huge_declared_state_is_refused_before_allocation(tmp_path):
+    ann, config = load_checkpoint(SHIPPED_MODEL_DIR)
+    snn = sb.convert(ann, "cos-frozen", calibration_data=[(torch.randn(4, 1, 28, 28), None)],
+                     calibration_samples=4)
+    save_snn(snn, tmp_path / "snn", ann_config=config)
+    saved = _snapshot(tmp_path / "snn") / CONFIG_FILE
+    record = json.loads(saved.read_text())
+    layer = next(r for r in record["snn"]["layers"].values() if r.get("initial_state"))
+    layer["initial_state"] = [100000, 100000]  # 40 GB if it were allocated
+    saved.write_text(json.dumps(record))
+    with pytest.raises(SnnFormatError, match="does not fit"), \
+            pytest.warns(UnverifiedCheckpointWarning):
+        load_snn(tmp_path / "snn", allow_unverified=True)

@@ -755,6 +755,10 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
     (spec,) = _one_method(args)
     check_output_dir(args.out)
+    if not args.overwrite and any(
+            os.path.lexists(args.out / name) for name in ("current", "config.json")):
+        raise ValueError(f"{args.out} already holds an SNN or checkpoint; pass --overwrite to "
+                         "replace it (atomically) or choose another --out")
     _check_weight_options(args)
     model_dir = _resolve_model(spec, args)
     ann, config = load_checkpoint(model_dir, device=args.device,

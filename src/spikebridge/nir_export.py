@@ -170,7 +170,8 @@ def export_nir(snn: SpikingNetwork, *, input_shape: tuple[int, ...] | None = Non
     snn.reset_state()
     snn.set_horizon(1)
     with torch.no_grad():
-        ShapeProp(gm).propagate(torch.zeros(1, *shape, dtype=next(gm.parameters()).dtype))
+        first = next(gm.parameters())
+        ShapeProp(gm).propagate(torch.zeros(1, *shape, dtype=first.dtype, device=first.device))
     snn.reset_state()
 
     def out_shape(node: fx.Node) -> tuple[int, ...]:
@@ -521,7 +522,7 @@ def load_nir(source: str | os.PathLike[str] | Any) -> SpikingNetwork:
         current = inputs[0] if inputs else None
         for extra in inputs[1:]:  # fan-in: NIR sums a node's inputs, in edge order
             current = fx_graph.call_function(operator.add, (current, extra))
-        safe = name.replace(".", "_")
+        safe = f"n{len(modules)}"  # our own names: the file's never reach generated code
         if isinstance(node, nir.Input):
             values[name] = fx_graph.placeholder("x")
         elif isinstance(node, nir.Output):

@@ -27,7 +27,9 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import keyword
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +78,7 @@ def _function_key(fn: Any) -> str:
 
 _FUNCTIONS = {_function_key(f): f
               for f in (*_LINEAR_FUNCTIONS, *_SCALING_FUNCTIONS, *_DROPOUT_FUNCTIONS)}
+_ATTRIBUTES = frozenset({"shape", "ndim", "dtype", "device"})
 _METHODS = frozenset(_LINEAR_METHODS) | {"mul", "div", "__mul__", "__truediv__"}
 
 # layer type -> the constructor arguments read back from its attributes
@@ -189,7 +192,8 @@ def _build_layer(name: str, record: dict, method: Any) -> nn.Module:
                           negative_threshold=record["negative_threshold"],
                           negative_amplitude=record["negative_amplitude"])
         if record.get("initial_state") is not None:  # filled from the weights file
-            neuron.set_initial_state(torch.empty([int(d) for d in record["initial_state"]]))
+            neuron.set_initial_state(torch.empty([int(d) for d in record["initial_state"]],
+                                                 device="meta"))
         return neuron
     if kind not in _LAYERS:
         raise SnnFormatError(f"layer {name} has unknown type {kind!r}")
@@ -228,11 +232,29 @@ def _graph_records(gm: fx.GraphModule) -> list[dict]:
     return records
 
 
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_QUALIFIED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.([A-Za-z_][A-Za-z0-9_]*|[0-9]+))*")
+
+
+def _checked_name(value: Any, what: str, pattern: re.Pattern = _NAME) -> str:
+    """A node or layer name from the file, refused unless it is a plain identifier: torch.fx
+    writes these names into the Python source it generates and executes."""
+    if not isinstance(value, str) or not pattern.fullmatch(value) or any(
+            keyword.iskeyword(part) for part in value.split(".")):
+        raise SnnFormatError(f"{what} {value!r} is not a plain identifier")
+    return value
+
+
 def _rebuild_graph(records: list[dict], modules: dict[str, nn.Module]) -> fx.Graph:
     graph = fx.Graph()
     nodes: dict[str, fx.Node] = {}
     for record in records:
         op, name, target = record.get("op"), record.get("name"), record.get("target")
+        _checked_name(name, "node name")
+        if op in ("placeholder", "output"):
+            _checked_name(target, f"{op} target")
+        elif op == "call_module":
+            _checked_name(target, "layer name", _QUALIFIED)
         args = tuple(_decode(record.get("args", []), nodes))
         kwargs = {k: _decode(v, nodes) for k, v in record.get("kwargs", {}).items()}
         if op == "placeholder":
@@ -244,6 +266,9 @@ def _rebuild_graph(records: list[dict], modules: dict[str, nn.Module]) -> fx.Gra
                 raise SnnFormatError(f"node {name} calls the undefined layer {target!r}")
             node = graph.call_module(target, args, kwargs)
         elif op == "call_function":
+            if target == "builtins.getattr" and (len(args) < 2 or args[1] not in _ATTRIBUTES):
+                raise SnnFormatError(f"node {name} reads an attribute other than "
+                                     f"{', '.join(sorted(_ATTRIBUTES))}")
             if target not in _FUNCTIONS:
                 raise SnnFormatError(f"node {name} calls {target!r}, which a saved SNN may not "
                                      "use")
@@ -393,21 +418,24 @@ def load_snn(
                 "a spikebridge whose defaults differ?)")
         for key, value in desc.get("method_state", {}).items():
             setattr(method, key, value)
-        modules = {name: _build_layer(name, record, method)
+        modules = {_checked_name(name, "layer name", _QUALIFIED): _build_layer(name, record,
+                                                                             method)
                    for name, record in desc["layers"].items()}
         graph = _rebuild_graph(desc["graph"], modules)
+        gm = fx.GraphModule(modules, graph, class_name="SavedSNN")
     except CheckpointError:
         raise
-    except (KeyError, TypeError, ValueError) as exc:
+    except Exception as exc:  # any malformed description is wrong input, not our bug
         raise SnnFormatError(f"{directory}/config.json does not describe an SNN we can "
                              f"rebuild: {type(exc).__name__}: {exc}") from exc
-    gm = fx.GraphModule(modules, graph, class_name=str(config.get("architecture", "SNN")))
-    expected = set(gm.state_dict())
-    stored = set(ckpt.state_dict)
-    if expected != stored:
-        missing, extra = sorted(expected - stored)[:3], sorted(stored - expected)[:3]
+    expected = {k: tuple(v.shape) for k, v in gm.state_dict().items()}
+    stored = {k: tuple(v.shape) for k, v in ckpt.state_dict.items()}
+    if expected != stored:  # checked on the meta device: nothing allocated yet
+        missing = sorted(set(expected) - set(stored))[:3]
+        extra = sorted(set(stored) - set(expected))[:3]
+        wrong = sorted(k for k in set(expected) & set(stored) if expected[k] != stored[k])[:3]
         raise SnnFormatError(f"{directory}/{MODEL_FILE} does not fit the saved graph (missing "
-                             f"{missing}, unexpected {extra})")
+                             f"{missing}, unexpected {extra}, other shape {wrong})")
     gm = gm.to_empty(device="cpu")
     try:
         gm.load_state_dict(ckpt.state_dict, strict=True)
