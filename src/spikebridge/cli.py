@@ -118,6 +118,12 @@ _batch = _int_at_least(1, _MAX_BATCH, "batch size")
 _iterations = _int_at_least(0, _MAX_ITERATIONS, "COS iterations")
 
 
+def _add_follow_links(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--follow-links", action="store_true",
+                   help="follow symbolic links to directories in ImageNet / image-folder "
+                   "trees (each directory read once: loops are detected); off by default")
+
+
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--device", default="cpu", type=_device,
@@ -151,9 +157,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="directory with the data set's files: IDX for MNIST-style sets, the CIFAR "
                    "release, ImageNet / image-folder trees (default: $SPIKEBRIDGE_DATA_DIR, or "
                    "the Debian package's Fashion-MNIST)")
-    p.add_argument("--follow-links", action="store_true",
-                   help="follow symbolic links to directories in ImageNet / image-folder "
-                   "trees (each directory read once: loops are detected); off by default")
+    _add_follow_links(p)
     p.add_argument("--activation", default=None,
                    help="qcfs:L=4,theta=2 (default) | relu | clipped_relu:theta=2 | "
                    "slip:L=4,c=0.5,theta=2[,delta1=0,delta2=0.5,learn_c=1] | strelu:theta=2 "
@@ -312,9 +316,7 @@ def _add_model_and_data(p: argparse.ArgumentParser, *, conversion: bool = True) 
                    "of the kind each method needs)")
     p.add_argument("--data-dir", type=Path, default=None,
                    help="directory with the dataset's files (default: the Debian package's)")
-    p.add_argument("--follow-links", action="store_true",
-                   help="follow symbolic links to directories in ImageNet / image-folder "
-                   "trees (each directory read once: loops are detected); off by default")
+    _add_follow_links(p)
     p.add_argument("--limit", type=_positive_int, default=None,
                    help="evaluate on a fixed random subset of N test images (default: all; "
                    "analyse: 1000)")
@@ -1058,9 +1060,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=_positive_int, default=None,
                    help="with --retrain: override the number of epochs")
     p.add_argument("--data-dir", type=Path, default=None)
-    p.add_argument("--follow-links", action="store_true",
-                   help="follow symbolic links to directories in ImageNet / image-folder "
-                   "trees (each directory read once: loops are detected); off by default")
+    _add_follow_links(p)
     p.add_argument("--limit", type=_int_at_least(0), default=2000,
                    help="test images to simulate (default 2000, a fixed random subset; "
                    "0 = all 10000)")
@@ -1128,9 +1128,7 @@ def _add_reproduce(sub: argparse._SubParsersAction) -> None:
                    help="checkpoint directory trained from the recipe")
     p.add_argument("--data-dir", type=Path, default=None,
                    help="directory with the dataset's files")
-    p.add_argument("--follow-links", action="store_true",
-                   help="follow symbolic links to directories in ImageNet / image-folder "
-                   "trees (each directory read once: loops are detected); off by default")
+    _add_follow_links(p)
     p.add_argument("--T", type=_int_list, default=None,
                    help="comma-separated time-steps (default: the recipe's, 1,2,4,8,16,32)")
     p.add_argument("--limit", type=_positive_int, default=None,

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import copy
 import operator
-from collections.abc import Mapping, Sequence
+from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,6 +48,7 @@ __all__ = [
     "convert",
     "find_activation_sites",
     "fold_graph_batchnorms",
+    "replace_with_module",
     "trace",
 ]
 
@@ -162,6 +163,24 @@ def _set_module(root: nn.Module, qualname: str, module: nn.Module) -> None:
     parent_name, _, child = qualname.rpartition(".")
     parent = root.get_submodule(parent_name) if parent_name else root
     setattr(parent, child, module)
+
+
+def replace_with_module(gm: fx.GraphModule, node: fx.Node, module: nn.Module, base: str,
+                        taken: Container[str] = ()) -> str:
+    """Add ``module`` under the first free name ``base``, ``base2``, … (not an attribute of
+    ``gm``, not in ``taken``) and make it replace the call ``node``, fed by the node's input;
+    returns the name. Every call site of an activation gets its own module this way."""
+    name, k = base, 1
+    while hasattr(gm, name) or name in taken:
+        k += 1
+        name = f"{base}{k}"
+    gm.add_submodule(name, module)
+    current = node.args[0] if node.args else node.kwargs.get("input")
+    with gm.graph.inserting_after(node):
+        new_node = gm.graph.call_module(name, (current,))
+    node.replace_all_uses_with(new_node)
+    gm.graph.erase_node(node)
+    return name
 
 
 def _where(node: fx.Node) -> str:
@@ -300,7 +319,7 @@ def _function_site(node: fx.Node) -> ActivationSite | None:
             f"{node.format_node()}{_where(node)} clamps to [{low}, {high}]; only clamp(x, 0) "
             "(a ReLU) and clamp(x, 0, a) with a > 0 (a clipped ReLU) map to IF neurons")
     if node.op == "call_method":
-        if node.target == "relu":
+        if node.target in ("relu", "relu_"):
             return ActivationSite(node.name, "relu", None)
         if node.target == "flatten":
             _check_flatten_dim(node.format_node() + _where(node), _start_dim(node))
@@ -528,17 +547,9 @@ def convert(
         # A functional call (F.relu), or a module activation called more than once (a shared
         # nn.ReLU): every call site gets its own neuron, since each has its own membrane state.
         base = site.name.replace(".", "_") + ("_call" if node.op == "call_module" else "")
-        name, k = base, 1
-        while hasattr(gm, name) or name in sources:
-            k += 1
-            name = f"{base}{k}"
-        gm.add_submodule(name, neuron)
-        current = node.args[0] if node.args else node.kwargs.get("input")
-        with gm.graph.inserting_after(node):
-            new_node = gm.graph.call_module(name, (current,))
-        node.replace_all_uses_with(new_node)
-        ann_nodes[name] = node.name
-        gm.graph.erase_node(node)
+        ann_node = node.name
+        name = replace_with_module(gm, node, neuron, base, sources)
+        ann_nodes[name] = ann_node
         sources[name] = site.name
     gm.graph.eliminate_dead_code()
     gm.delete_all_unused_submodules()

@@ -27,41 +27,43 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from .activations import QCFS
+from .activations import QCFS, ClippedReLU
 from .calibration import CalibrationData, TopKPercentile
-from .convert import trace
+from .convert import (
+    UnsupportedLayerError,
+    _function_site,
+    _module_site,
+    _set_module,
+    replace_with_module,
+    trace,
+)
+from .methods import ActivationSite
 
 __all__ = ["to_qcfs"]
 
-_RELU_FUNCTIONS = {F.relu, torch.relu, torch.relu_, F.relu_}
-_CLAMPS = {torch.clamp, torch.clip}
 _MAXPOOL_TO_AVG = {nn.MaxPool1d: nn.AvgPool1d, nn.MaxPool2d: nn.AvgPool2d,
                    nn.MaxPool3d: nn.AvgPool3d}
 _MAXPOOL_FUNCTIONS = {F.max_pool1d: F.avg_pool1d, F.max_pool2d: F.avg_pool2d,
                       F.max_pool3d: F.avg_pool3d}
 
 
-def _clip_of(gm: fx.GraphModule, node: fx.Node) -> tuple[bool, float | None]:
-    """``(is a ReLU-family activation, its clip value or None)`` for one graph node."""
-    if node.op == "call_module":
-        module = gm.get_submodule(node.target)
-        if isinstance(module, nn.ReLU6):
-            return True, 6.0
-        if isinstance(module, nn.Hardtanh) and module.min_val == 0 and module.max_val > 0:
-            return True, float(module.max_val)
-        return isinstance(module, nn.ReLU), None
-    if node.op == "call_function" and node.target in _RELU_FUNCTIONS:
-        return True, None
-    if node.op == "call_method" and node.target in ("relu", "relu_"):
-        return True, None
-    clamp = (node.op == "call_function" and node.target in _CLAMPS) or (
-        node.op == "call_method" and node.target in ("clamp", "clip"))
-    if clamp:
-        rest = list(node.args[1:]) + [None, None]
-        low, high = node.kwargs.get("min", rest[0]), node.kwargs.get("max", rest[1])
-        if low == 0 and (high is None or (isinstance(high, int | float) and high > 0)):
-            return True, None if high is None else float(high)
-    return False, None
+def _relu_family_site(gm: fx.GraphModule, node: fx.Node) -> ActivationSite | None:
+    """The ReLU-family activation at ``node`` as the converter reads it (a plain ReLU, or a
+    clipped one with its clip value as ``threshold``), ``None`` for anything else — including
+    activations that already have a trained threshold (QCFS, our ClippedReLU)."""
+    try:
+        if node.op == "call_module":
+            site = _module_site(node.target, gm.get_submodule(node.target))
+        elif node.op in ("call_function", "call_method"):
+            site = _function_site(node)
+        else:
+            return None
+    except UnsupportedLayerError:
+        return None
+    if site is None or site.kind not in ("relu", "clipped_relu") or isinstance(
+            site.module, ClippedReLU):
+        return None
+    return site
 
 
 def _swap_maxpool(gm: fx.GraphModule) -> int:
@@ -75,10 +77,8 @@ def _swap_maxpool(gm: fx.GraphModule) -> int:
             if module.dilation not in (1, (1,), (1, 1), (1, 1, 1)) or module.return_indices:
                 raise ValueError(f"{node.target}: max-pooling with dilation or return_indices "
                                  "has no average-pooling equivalent")
-            *parent, leaf = node.target.split(".")
-            owner = gm.get_submodule(".".join(parent)) if parent else gm
-            setattr(owner, leaf, avg(module.kernel_size, module.stride, module.padding,
-                                     ceil_mode=module.ceil_mode))
+            _set_module(gm, node.target, avg(module.kernel_size, module.stride, module.padding,
+                                             ceil_mode=module.ceil_mode))
             swapped += 1
         elif node.op == "call_function" and node.target in _MAXPOOL_FUNCTIONS:
             if node.kwargs.get("dilation", 1) not in (1, (1, 1)) or len(node.args) > 4:
@@ -146,8 +146,8 @@ def to_qcfs(
     gm = trace(copy.deepcopy(model).eval())
     if maxpool == "avg":
         _swap_maxpool(gm)
-    sites = [(node, clip) for node in gm.graph.nodes
-             for is_site, clip in [_clip_of(gm, node)] if is_site]
+    sites = [(node, site.threshold) for node in gm.graph.nodes
+             for site in [_relu_family_site(gm, node)] if site is not None]
     if not sites:
         raise ValueError(f"{type(model).__name__} has no ReLU-family activation to replace")
     if data is not None:
@@ -166,21 +166,10 @@ def to_qcfs(
     for node, _clip in sites:
         qcfs = QCFS(levels, thetas[node.name], shift)
         if node.op == "call_module" and node.target not in used:
-            *parent, leaf = node.target.split(".")
-            owner = gm.get_submodule(".".join(parent)) if parent else gm
-            setattr(owner, leaf, qcfs)
+            _set_module(gm, node.target, qcfs)
             used.add(node.target)
             continue
-        name, k = f"{node.name}_qcfs", 1
-        while hasattr(gm, name):
-            k += 1
-            name = f"{node.name}_qcfs{k}"
-        gm.add_submodule(name, qcfs)
-        source = node.args[0] if node.args else node.kwargs.get("input")
-        with gm.graph.inserting_after(node):
-            replacement = gm.graph.call_module(name, (source,))
-        node.replace_all_uses_with(replacement)
-        gm.graph.erase_node(node)
+        replace_with_module(gm, node, qcfs, f"{node.name}_qcfs")
     gm.graph.eliminate_dead_code()
     gm.graph.lint()
     gm.recompile()
