@@ -14,6 +14,7 @@ first allocation.
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 import os
@@ -93,15 +94,11 @@ def _cgroup_limit() -> int | None:
     return None
 
 
-def machine_memory(device: object = "cpu") -> int | None:
-    """Bytes of memory a run on ``device`` can use: a CUDA device's total memory, else the
-    physical memory of this machine (lowered to the cgroup's limit where one is set);
-    ``None`` when it cannot be told."""
-    kind = getattr(device, "type", str(device).split(":")[0])
+@functools.lru_cache(maxsize=8)
+def _memory_of(kind: str, index: int | None) -> int | None:
     if kind == "cuda":
         import torch
 
-        index = getattr(device, "index", None)
         try:
             return int(torch.cuda.get_device_properties(index or 0).total_memory)
         except (RuntimeError, AssertionError):
@@ -114,6 +111,15 @@ def machine_memory(device: object = "cpu") -> int | None:
         return None
     limit = _cgroup_limit()
     return min(total, limit) if limit else total
+
+
+def machine_memory(device: object = "cpu") -> int | None:
+    """Bytes of memory a run on ``device`` can use: a CUDA device's total memory, else the
+    physical memory of this machine (lowered to the cgroup's limit where one is set);
+    ``None`` when it cannot be told."""
+    kind = getattr(device, "type", str(device).split(":")[0])
+    # read once per device and process: simulate() checks it before every batch
+    return _memory_of(kind, getattr(device, "index", None))
 
 
 def _gib(nbytes: float) -> str:

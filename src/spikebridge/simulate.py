@@ -340,8 +340,9 @@ def evaluate(
     ann_correct = n = 0
     snn_seconds = ann_seconds = 0.0
     total = len(batches) if hasattr(batches, "__len__") else None
+    classes = output_width(snn)
     for x, y in tqdm(batches, total=total, desc=description, disable=not progress, leave=False):
-        y = check_labels(y, x, output_width(snn))
+        y = check_labels(y, x, classes)
         x, y = x.to(device), y.to(device)
         start = time.perf_counter()
         if per_horizon:
