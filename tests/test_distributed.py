@@ -40,8 +40,8 @@ from spikebridge.data.imagefolder import (
 )
 from spikebridge.data.loader import BatchLoader
 from spikebridge.data.pipeline import RankShare, evaluation_loader, training_loader
+from spikebridge.evaluation import evaluate
 from spikebridge.models import create_model, list_models, register_model
-from spikebridge.simulate import evaluate
 from spikebridge.train import TrainConfig, train
 
 pytest.importorskip("sklearn")  # the digits data set

@@ -20,6 +20,7 @@ from torch import nn
 import spikebridge as sb
 from spikebridge.activations import ActivationSpec
 from spikebridge.batchnorm_folding import fold_batchnorm
+from spikebridge.evaluation import evaluate
 from spikebridge.methods import (
     METHODS,
     WrongSourceModelError,
@@ -29,7 +30,7 @@ from spikebridge.methods import (
 from spikebridge.models import create_model
 from spikebridge.neurons import IFNeuron, integrate_and_fire
 from spikebridge.normalization import rate_network
-from spikebridge.simulate import correct_over_time, evaluate, simulate
+from spikebridge.simulate import correct_over_time, simulate
 
 DATA_METHODS = ["maxnorm", "robustnorm", "threshold-balancing", "rmp", "opi", "ecc"]
 

@@ -12,10 +12,11 @@ from spikebridge.activations import ActivationSpec
 from spikebridge.batchnorm_folding import FOLDABLE
 from spikebridge.checkpoint import load_checkpoint
 from spikebridge.data import BatchLoader, load_dataset
+from spikebridge.evaluation import evaluate
 from spikebridge.models import create_model
 from spikebridge.quantization import check_bits, quantize_tensor, quantize_weights
 from spikebridge.shipped import SHIPPED_MODEL_DIR
-from spikebridge.simulate import evaluate, simulate
+from spikebridge.simulate import simulate
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 

@@ -35,11 +35,11 @@ from spikebridge.checkpoint import (
 )
 from spikebridge.cli import _describe_failure, main
 from spikebridge.distributed import WorkerDiedError
+from spikebridge.evaluation import Evaluation
 from spikebridge.input_checks import InputError
 from spikebridge.limits import MAX_STEPS, ResourceLimitError, UsageError, check_integer
 from spikebridge.models import create_model
 from spikebridge.shipped import SHIPPED_MODEL_DIR
-from spikebridge.simulate import Evaluation
 from spikebridge.train import TrainConfig, train
 
 _CONFIG = {"architecture": "fashion_cnn", "num_classes": 10, "in_channels": 1,

@@ -25,7 +25,7 @@ import types
 # MKL's first call (docs/reliability.md, "Bit-identical execution"). A value the user set wins.
 os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
 
-__version__ = "0.1.0"
+from ._version import __version__  # noqa: E402,F401 - after MKL_CBWR, on purpose
 
 _EXPORTS = {
     "QCFS": "activations",
@@ -44,8 +44,8 @@ _EXPORTS = {
     "list_methods": "methods",
     "SpikingNetwork": "network",
     "IFNeuron": "neurons",
-    "Evaluation": "simulate",
-    "evaluate": "simulate",
+    "Evaluation": "evaluation",
+    "evaluate": "evaluation",
     "simulate": "simulate",
     "UsageError": "limits",
     "save_snn": "snn_artefact",

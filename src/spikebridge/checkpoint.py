@@ -51,6 +51,7 @@ from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save as save_safetensors_bytes
 from torch import nn
 
+from ._version import __version__
 from .activations import ActivationSpec
 from .shipped import SHIPPED_WEIGHTS_ROOT, is_shipped_path
 
@@ -239,7 +240,6 @@ def _sha256(data: bytes) -> str:
 
 
 def _manifest_bytes(files: Mapping[str, bytes], epoch: int | None) -> bytes:
-    from . import __version__
 
     return _json_bytes({
         "format": MANIFEST_FORMAT,

@@ -611,9 +611,10 @@ def _run_methods(args: argparse.Namespace, specs: list, steps: list[int]):
     import torch
 
     from .convert import convert
+    from .evaluation import evaluate
     from .methods import get_method
     from .reporting import evaluation_record
-    from .simulate import evaluate, resolve_mode
+    from .simulate import resolve_mode
 
     _check_weight_options(args)
     loaded: dict[Path, tuple] = {}
@@ -679,9 +680,10 @@ def _run_snns(args: argparse.Namespace, directories: list[Path], steps: list[int
     """Evaluate saved SNNs (``--snn``): no ANN, no conversion, no calibration data."""
     import torch
 
+    from .evaluation import evaluate
     from .methods import MethodSpec
     from .reporting import evaluation_record
-    from .simulate import evaluate, resolve_mode
+    from .simulate import resolve_mode
     from .snn_artefact import load_snn
 
     records = []

@@ -18,8 +18,7 @@ from __future__ import annotations
 
 import copy
 import operator
-from collections.abc import Container, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -40,6 +39,15 @@ from .methods import ActivationSite, ConversionMethod, Preparation, get_method
 from .network import SpikingNetwork
 from .neurons import IFNeuron
 from .quantization import quantize_weights
+from .tracing import (
+    ConversionProblem,
+    UnsupportedLayerError,
+    replace_with_module,
+    set_module,
+    trace,
+    views_as_reshapes,
+    where,
+)
 
 __all__ = [
     "ConversionProblem",
@@ -51,30 +59,6 @@ __all__ = [
     "replace_with_module",
     "trace",
 ]
-
-
-class UnsupportedLayerError(ValueError):
-    """A layer or operation has no spiking counterpart in this converter.
-
-    ``problems`` lists every one found in the model (:func:`check_convertible`), so one error
-    names them all."""
-
-    def __init__(self, message: str, problems: Sequence[ConversionProblem] = ()) -> None:
-        super().__init__(message)
-        self.problems = list(problems)
-
-
-@dataclass(frozen=True)
-class ConversionProblem:
-    """One node of the traced model that cannot be converted: where it is and why."""
-
-    node: str  # the graph node (a module's qualified name, or a call's node name)
-    op: str  # the layer type, function or tensor method
-    why: str  # the reason and what to do, one or two sentences
-
-    def __str__(self) -> str:
-        named = f"'{self.node}'" in self.why or f"{self.node} " in self.why
-        return self.why if named else f"{self.node} ({self.op}): {self.why}"
 
 
 _BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
@@ -123,76 +107,6 @@ _ACTIVATION_HINT = (
 )
 
 
-class _Tracer(fx.Tracer):
-    """Keeps our activations (and every torch.nn layer) as leaves of the traced graph."""
-
-    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        if isinstance(m, SPIKING_ACTIVATIONS):
-            return True
-        return super().is_leaf_module(m, qualname)
-
-
-def trace(model: nn.Module) -> fx.GraphModule:
-    """Symbolically trace ``model`` (in eval mode) into a GraphModule, with a clear error."""
-    try:
-        graph = _Tracer().trace(model)
-    except Exception as exc:  # fx raises many types (TraceError, TypeError, ...)
-        raise UnsupportedLayerError(
-            f"could not trace {type(model).__name__} with torch.fx: {exc}. The converter needs "
-            "a model without data-dependent Python control flow in forward()."
-        ) from exc
-    return fx.GraphModule(model, graph, model.__class__.__name__)
-
-
-def views_as_reshapes(gm: fx.GraphModule) -> None:
-    """Rewrite every ``x.view(shape)`` of the graph as ``x.reshape(shape)``.
-
-    The two give the same values; ``view`` additionally demands strides it can reinterpret, which
-    the SNN's channels_last activations (and its time-folded batches) do not have, so the ANN's
-    ``x.view(B, -1)`` would fail inside the traced network with a stride error. ``reshape``
-    copies only where a view is impossible. ``x.view(dtype)`` is left alone.
-    """
-    for node in gm.graph.nodes:
-        if node.op == "call_method" and node.target == "view" and not any(
-                isinstance(a, torch.dtype) for a in (*node.args[1:], *node.kwargs.values())):
-            node.target = "reshape"
-    gm.recompile()
-
-
-def _set_module(root: nn.Module, qualname: str, module: nn.Module) -> None:
-    parent_name, _, child = qualname.rpartition(".")
-    parent = root.get_submodule(parent_name) if parent_name else root
-    setattr(parent, child, module)
-
-
-def replace_with_module(gm: fx.GraphModule, node: fx.Node, module: nn.Module, base: str,
-                        taken: Container[str] = ()) -> str:
-    """Add ``module`` under the first free name ``base``, ``base2``, … (not an attribute of
-    ``gm``, not in ``taken``) and make it replace the call ``node``, fed by the node's input;
-    returns the name. Every call site of an activation gets its own module this way."""
-    name, k = base, 1
-    while hasattr(gm, name) or name in taken:
-        k += 1
-        name = f"{base}{k}"
-    gm.add_submodule(name, module)
-    current = node.args[0] if node.args else node.kwargs.get("input")
-    with gm.graph.inserting_after(node):
-        new_node = gm.graph.call_module(name, (current,))
-    node.replace_all_uses_with(new_node)
-    gm.graph.erase_node(node)
-    return name
-
-
-def _where(node: fx.Node) -> str:
-    """Human-readable location of a node: the module it came from, if fx recorded it."""
-    stack = node.meta.get("nn_module_stack")
-    if stack:
-        path = list(stack.values())[-1]
-        name = path[0] if isinstance(path, tuple) else path
-        return f" (inside module {name!r})"
-    return ""
-
-
 def fold_graph_batchnorms(gm: fx.GraphModule, eps: float | None = None) -> None:
     """Pass 1: fold BatchNorm into a directly preceding conv/linear with a single user.
 
@@ -210,7 +124,7 @@ def fold_graph_batchnorms(gm: fx.GraphModule, eps: float | None = None) -> None:
         ):
             layer = gm.get_submodule(producer.target)
             bn = gm.get_submodule(node.target)
-            _set_module(gm, producer.target, fold_batchnorm(layer, bn, eps))
+            set_module(gm, producer.target, fold_batchnorm(layer, bn, eps))
             node.replace_all_uses_with(producer)
             gm.graph.erase_node(node)
     gm.delete_all_unused_submodules()
@@ -256,7 +170,7 @@ def _check_scaling(node: fx.Node) -> None:
         numbers = []
     if len(tensors) != 1 or not numbers:
         raise UnsupportedLayerError(
-            f"{getattr(node.target, '__name__', node.target)}{_where(node)} multiplies two "
+            f"{getattr(node.target, '__name__', node.target)}{where(node)} multiplies two "
             "signals; only scaling by a constant is linear and survives conversion"
         )
 
@@ -316,17 +230,17 @@ def _function_site(node: fx.Node) -> ActivationSite | None:
         if low == 0 and isinstance(high, int | float) and high > 0:
             return ActivationSite(node.name, "clipped_relu", float(high))
         raise UnsupportedLayerError(
-            f"{node.format_node()}{_where(node)} clamps to [{low}, {high}]; only clamp(x, 0) "
+            f"{node.format_node()}{where(node)} clamps to [{low}, {high}]; only clamp(x, 0) "
             "(a ReLU) and clamp(x, 0, a) with a > 0 (a clipped ReLU) map to IF neurons")
     if node.op == "call_method":
         if node.target in ("relu", "relu_"):
             return ActivationSite(node.name, "relu", None)
         if node.target == "flatten":
-            _check_flatten_dim(node.format_node() + _where(node), _start_dim(node))
+            _check_flatten_dim(node.format_node() + where(node), _start_dim(node))
         if node.target in _LINEAR_METHODS:
             return None
         raise UnsupportedLayerError(
-            f"tensor method .{node.target}() at {node.format_node()}{_where(node)} is not "
+            f"tensor method .{node.target}() at {node.format_node()}{where(node)} is not "
             f"supported by the converter (supported: {', '.join(sorted(_LINEAR_METHODS))}, relu)"
         )
     fn = node.target
@@ -335,17 +249,17 @@ def _function_site(node: fx.Node) -> ActivationSite | None:
     if fn in _RELU6_FUNCTIONS:
         return ActivationSite(node.name, "clipped_relu", 6.0)
     if fn in _MAXPOOL_FUNCTIONS:
-        raise UnsupportedLayerError(f"call {node.format_node()}{_where(node)}: {_MAXPOOL_HINT}")
+        raise UnsupportedLayerError(f"call {node.format_node()}{where(node)}: {_MAXPOOL_HINT}")
     if fn in _SCALING_FUNCTIONS:
         _check_scaling(node)
         return None
     if fn is torch.flatten:
-        _check_flatten_dim(node.format_node() + _where(node), _start_dim(node))
+        _check_flatten_dim(node.format_node() + where(node), _start_dim(node))
     if fn in _LINEAR_FUNCTIONS:
         return None
     name = getattr(fn, "__name__", repr(fn))
     raise UnsupportedLayerError(
-        f"function {name}{_where(node)} has no spiking counterpart: only linear operations "
+        f"function {name}{where(node)} has no spiking counterpart: only linear operations "
         "(conv, linear, average pooling or mean, flatten, reshapes, adds, scaling by constants) "
         "and ReLU-family activations (ReLU, clamp(x, 0, a), QCFS) convert"
     )
@@ -540,7 +454,7 @@ def convert(
     for node, site in sites:
         neuron: IFNeuron = recipe.neuron(_resolve_threshold(site, thresholds))
         if node.op == "call_module" and node.target not in sources:
-            _set_module(gm, node.target, neuron)
+            set_module(gm, node.target, neuron)
             sources[node.target] = site.name
             ann_nodes[node.target] = node.name
             continue

@@ -1384,7 +1384,7 @@ def iteration_operations(
     ``spikebridge analyse`` plots per layer (:func:`plot_layer_operations`).
     """
     from .convert import convert
-    from .simulate import evaluate
+    from .evaluation import evaluate
 
     batches = list(batches)
     runs: dict[str, dict[str, Any]] = {}

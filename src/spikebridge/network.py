@@ -12,15 +12,24 @@ from __future__ import annotations
 
 import operator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import torch
 from torch import fx, nn
 
 from .neurons import IFNeuron
 
-if TYPE_CHECKING:  # a type hint only: the methods build networks, so they import this module
-    from .methods import ConversionMethod
+
+class ConversionMethodLike(Protocol):
+    """What the network needs of the conversion method that built it (the methods sit above the
+    network: they build one, so this module names only the interface,
+    :class:`spikebridge.methods.ConversionMethod` implements it)."""
+
+    name: str
+
+    def needs_sequence_mode(self) -> bool: ...
+
+    def params(self) -> dict[str, Any]: ...
 
 __all__ = ["SpikingNetwork", "TimeSplit", "fuse_residual_currents", "split_time_invariant"]
 
@@ -115,11 +124,12 @@ class SpikingNetwork(nn.Module):
     """A converted SNN: ``network`` (the rewritten fx graph), its method recipe, and the map
     ``sources`` from each IF neuron's name to the ANN activation it replaced.
 
-    ``snn(x, steps)`` is :func:`spikebridge.simulate` and returns ``[steps, B, classes]``.
+    It is run by :func:`spikebridge.simulate` (``[steps, B, classes]``); calling it directly
+    raises, as one call has no time axis.
     """
 
     def __init__(
-        self, network: fx.GraphModule, method: ConversionMethod, sources: dict[str, str]
+        self, network: fx.GraphModule, method: ConversionMethodLike, sources: dict[str, str]
     ) -> None:
         super().__init__()
         self.network = network
@@ -200,10 +210,10 @@ class SpikingNetwork(nn.Module):
         return max([steps, *(n.calibration.frames_read() for n in self.neurons().values()
                              if n.calibration is not None)])
 
-    def forward(self, x: torch.Tensor, steps: int, mode: str = "auto") -> torch.Tensor:
-        from .simulate import simulate
-
-        return simulate(self, x, steps, mode=mode)
+    def forward(self, *_args: object, **_kwargs: object) -> torch.Tensor:
+        raise TypeError(
+            "a SpikingNetwork runs over time: call spikebridge.simulate(snn, x, steps) "
+            "(outputs [steps, B, K]) or spikebridge.evaluate(snn, loader, steps)")
 
     def _apply(self, fn, recurse=True):  # noqa: ANN001 - nn.Module signature
         self._split = None  # moved buffers/attributes: rebuild the split on next use

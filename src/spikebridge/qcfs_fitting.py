@@ -29,15 +29,9 @@ from torch import fx, nn
 
 from .activations import QCFS, ClippedReLU
 from .calibration import CalibrationData, TopKPercentile
-from .convert import (
-    UnsupportedLayerError,
-    _function_site,
-    _module_site,
-    _set_module,
-    replace_with_module,
-    trace,
-)
+from .convert import _function_site, _module_site
 from .methods import ActivationSite
+from .tracing import UnsupportedLayerError, replace_with_module, set_module, trace
 
 __all__ = ["to_qcfs"]
 
@@ -77,7 +71,7 @@ def _swap_maxpool(gm: fx.GraphModule) -> int:
             if module.dilation not in (1, (1,), (1, 1), (1, 1, 1)) or module.return_indices:
                 raise ValueError(f"{node.target}: max-pooling with dilation or return_indices "
                                  "has no average-pooling equivalent")
-            _set_module(gm, node.target, avg(module.kernel_size, module.stride, module.padding,
+            set_module(gm, node.target, avg(module.kernel_size, module.stride, module.padding,
                                              ceil_mode=module.ceil_mode))
             swapped += 1
         elif node.op == "call_function" and node.target in _MAXPOOL_FUNCTIONS:
@@ -166,7 +160,7 @@ def to_qcfs(
     for node, _clip in sites:
         qcfs = QCFS(levels, thetas[node.name], shift)
         if node.op == "call_module" and node.target not in used:
-            _set_module(gm, node.target, qcfs)
+            set_module(gm, node.target, qcfs)
             used.add(node.target)
             continue
         replace_with_module(gm, node, qcfs, f"{node.name}_qcfs")

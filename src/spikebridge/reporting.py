@@ -25,8 +25,8 @@ from typing import Any
 
 from .checkpoint import atomic_write_bytes, atomic_write_json
 from .energy import CSV_COLUMNS, csv_values, record_fields
+from .evaluation import Evaluation
 from .network import SpikingNetwork
-from .simulate import Evaluation
 
 __all__ = [
     "evaluation_record",

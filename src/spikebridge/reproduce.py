@@ -78,8 +78,8 @@ def reproduce(
     from spikebridge.checkpoint import load_checkpoint
     from spikebridge.convert import convert
     from spikebridge.data.pipeline import evaluation_loader, open_checkpoint_split
+    from spikebridge.evaluation import evaluate
     from spikebridge.input_checks import check_test_set
-    from spikebridge.simulate import evaluate
 
     steps = list(recipe.steps if steps is None else steps)
     if not steps or any(isinstance(t, bool) or not isinstance(t, int) or t < 1 for t in steps):

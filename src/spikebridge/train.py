@@ -34,6 +34,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from . import distributed
+from ._version import __version__
 from .activations import (
     QCFS,
     ActivationSpec,
@@ -210,7 +211,7 @@ def _checkpoint_config(
         "history": history,
         "command": command,
         "processes": distributed.world_size(),
-        "spikebridge_version": __import__("spikebridge").__version__,
+        "spikebridge_version": __version__,
     }
 
 

@@ -34,6 +34,7 @@ from typing import TypeVar
 import numpy as np
 import torch
 
+from spikebridge.data.errors import DatasetFormatError, DatasetNotFoundError
 from spikebridge.data.idx import read_idx
 
 T = TypeVar("T")
@@ -81,37 +82,6 @@ _IDX_FILES = {
 
 _DIGITS_TRAIN_SIZE = 1437
 _DIGITS_SPLIT_SEED = 0
-
-
-class DatasetNotFoundError(FileNotFoundError):
-    """The files of a dataset were not found in any of the searched directories.
-
-    Attributes:
-        dataset: the dataset name.
-        searched: the directories that were searched, in order.
-    """
-
-    def __init__(self, dataset: str, searched: list[Path], details: list[str], hint: str) -> None:
-        self.dataset = dataset
-        self.searched = list(searched)
-        self._details = list(details)
-        self._hint = hint
-        if searched:
-            lines = [f"dataset {dataset!r} not found; searched:"] + [f"  - {d}" for d in details]
-        else:
-            lines = [f"dataset {dataset!r} not found" + (f": {details[0]}" if details else "")]
-        lines.append(hint)
-        super().__init__("\n".join(lines))
-
-    def __str__(self) -> str:
-        return str(self.args[0])
-
-    def __reduce__(self):  # keep the exception picklable despite the custom __init__
-        return type(self), (self.dataset, self.searched, self._details, self._hint)
-
-
-class DatasetFormatError(ValueError):
-    """Dataset files were found but their contents are inconsistent (counts, shapes, labels)."""
 
 
 @dataclass
