@@ -9,8 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from spikebridge.energy import plot_accuracy_vs_energy
-from spikebridge.reporting import plot_accuracy
+from spikebridge.reporting import plot_accuracy, plot_accuracy_vs_energy
 
 
 def main() -> None:

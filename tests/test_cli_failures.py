@@ -43,8 +43,8 @@ def no_simulation(monkeypatch):
     def forbidden(*_args, **_kwargs):
         raise AssertionError("work started before the options were validated")
 
-    monkeypatch.setattr("spikebridge.cli._run_methods", forbidden)
-    monkeypatch.setattr("spikebridge.analysis.compare_iterations", forbidden)
+    monkeypatch.setattr("spikebridge.cli.runs.run_methods", forbidden)
+    monkeypatch.setattr("spikebridge.experiments.compare_iterations", forbidden)
 
 
 # --------------------------------------------------------------------------------------------
@@ -206,7 +206,7 @@ def test_internal_errors_are_one_line_and_debug_shows_the_traceback(capsys, monk
     def broken(*_args, **_kwargs):
         raise KeyError("oops")
 
-    monkeypatch.setattr("spikebridge.cli._run_methods", broken)
+    monkeypatch.setattr("spikebridge.cli.runs.run_methods", broken)
     err = _fails(["evaluate", *FAST], capsys, code=1)
     assert "KeyError" in err and "--debug" in err
     with pytest.raises(KeyError):

@@ -161,7 +161,8 @@ class WithLayer(nn.Module):
 @pytest.mark.parametrize(
     ("layer", "message"),
     [
-        (nn.MaxPool2d(2), "'layer' \\(MaxPool2d\\).*average pooling.*to_qcfs"),
+        # MaxPool2d converts (spiking max-pool); adaptive max-pooling has no counterpart
+        (nn.AdaptiveMaxPool2d(4), "'layer' \\(AdaptiveMaxPool2d\\).*average pooling.*to_qcfs"),
         (nn.GELU(), "'layer' \\(GELU\\).*QCFS"),
         (nn.LSTM(2, 2), "'layer' \\(LSTM\\) is not supported"),
     ],
@@ -185,7 +186,7 @@ class Functional(nn.Module):
 @pytest.mark.parametrize(
     ("fn", "message"),
     [
-        (lambda x: F.max_pool2d(x, 2), "max_pool2d.*average pooling"),
+        (lambda x: F.adaptive_max_pool2d(x, 2), "adaptive_max_pool2d.*average pooling"),
         (torch.sigmoid, "sigmoid.*no spiking counterpart"),
         (lambda x: x * x, "multiplies two signals"),
         (lambda x: torch.flatten(x, 0), "batch dimension"),

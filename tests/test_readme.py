@@ -42,7 +42,8 @@ def test_python_blocks_run_as_written(index, tmp_path, monkeypatch):
 def test_command_lines_parse(line, monkeypatch):
     from spikebridge import cli
 
-    monkeypatch.setattr(cli, "_device", str)  # `--device cuda` is a GPU machine's command
+    # `--device cuda` is a GPU machine's command
+    monkeypatch.setattr(cli.arguments, "device_name", str)
     argv = [token for token in shlex.split(line)[1:]]
     argv = [token.strip("[]") for token in argv]  # usage syntax: [--resume]
     args, unknown = cli.build_parser().parse_known_args(argv)

@@ -17,6 +17,8 @@ paper's Table 3 is the last IF layer.
 
 from __future__ import annotations
 
+import importlib
+import warnings
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -26,7 +28,6 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .convert import convert
 from .network import SpikingNetwork
 from .simulate import check_steps, correct_over_time, layer_chunk_size, simulate
 
@@ -34,7 +35,6 @@ __all__ = [
     "LayerOffsets",
     "OffsetReport",
     "analyse_offsets",
-    "compare_iterations",
     "offset_spikes",
 ]
 
@@ -201,20 +201,15 @@ def analyse_offsets(
     )
 
 
-def compare_iterations(
-    ann: nn.Module,
-    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
-    steps: int,
-    iterations: Iterable[int] = (0, 1, 2, 4),
-    *,
-    rho: int = 4,
-    progress: bool = False,
-) -> dict[int, OffsetReport]:
-    """ψ statistics with 0 (plain QCFS), 1, 2, … COS iterations (Table 3 / Table S2 analogue)."""
-    batches = list(batches)
-    reports = {}
-    for k in iterations:
-        snn = convert(ann, "qcfs") if k == 0 else convert(ann, "cos", rho=rho, iterations=k)
-        reports[k] = analyse_offsets(ann, snn, batches, steps, progress=progress,
-                                     description=f"offsets, {k} iteration(s)")
-    return reports
+#: Moved up to the experiment layer in 0.2 (it converts and evaluates); kept here as a
+#: deprecated alias for one release, looked up on first use.
+MOVED_IN_0_2 = {"compare_iterations": "spikebridge.experiments"}
+
+
+def __getattr__(name: str) -> object:
+    home = MOVED_IN_0_2.get(name)
+    if home is None:
+        raise AttributeError(f"module 'spikebridge.analysis' has no attribute {name!r}")
+    warnings.warn(f"spikebridge.analysis.{name} moved to {home}.{name}; the old name goes in "
+                  "0.3", DeprecationWarning, stacklevel=2)
+    return getattr(importlib.import_module(home), name)

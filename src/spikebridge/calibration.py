@@ -22,11 +22,16 @@ from torch import fx
 from tqdm.auto import tqdm
 
 __all__ = [
+    "DEFAULT_CALIBRATION_SAMPLES",
     "CalibrationData",
     "TopKPercentile",
     "activation_statistics",
     "check_percentile",
 ]
+
+#: Training images a data-based method (maxnorm, robustnorm, threshold balancing, RMP, OPI,
+#: ECC) calibrates on unless told otherwise: a fixed subset, the same in every process.
+DEFAULT_CALIBRATION_SAMPLES = 1000
 
 # Above this many retained tail values, fall back to keeping every value (exact either way).
 _TAIL_LIMIT = 20_000_000

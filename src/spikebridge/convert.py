@@ -11,7 +11,12 @@ Three explicit passes over one traced graph, in the spirit of PyTorch's FX quant
 3. **replace** — each activation (``QCFS``, ``ClippedReLU``, ``nn.ReLU``/``ReLU6`` modules, and
    ``F.relu``/``torch.relu``/``x.relu()`` call sites) becomes the IF neuron the method recipe
    builds (:mod:`spikebridge.methods`). Module activations keep their qualified names
-   (``features.2`` stays ``features.2``), so ANN and SNN layers line up for analysis.
+   (``features.2`` stays ``features.2``), so ANN and SNN layers line up for analysis. Then every
+   2-D max-pooling (``nn.MaxPool2d``, ``F.max_pool2d``, ``torch.max_pool2d``) whose input
+   changes over time (computed from IF neurons) becomes a
+   :class:`~spikebridge.spiking_maxpool.SpikingMaxPool2d` (gated by accumulated spikes), reset
+   with the neurons that feed it; one fed only by the constant analog input stays an ordinary
+   max-pool, which is exact there (see that module's docstring).
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from .methods import ActivationSite, ConversionMethod, Preparation, get_method
 from .network import SpikingNetwork
 from .neurons import IFNeuron
 from .quantization import quantize_weights
+from .spiking_maxpool import SpikingMaxPool2d
 from .tracing import (
     ConversionProblem,
     UnsupportedLayerError,
@@ -57,6 +63,7 @@ __all__ = [
     "find_activation_sites",
     "fold_graph_batchnorms",
     "replace_with_module",
+    "spiking_max_pools",
     "trace",
 ]
 
@@ -70,9 +77,9 @@ _LINEAR_MODULES = (
     nn.Flatten, nn.Unflatten, nn.Identity,
 )
 _DROPOUT_MODULES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout)
+# max-pooling without a spiking counterpart (nn.MaxPool2d has one: SpikingMaxPool2d)
 _MAXPOOL_MODULES = (
-    nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,
-    nn.AdaptiveMaxPool3d,
+    nn.MaxPool1d, nn.MaxPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d,
 )
 _ACTIVATION_MODULES = (*SPIKING_ACTIVATIONS, nn.ReLU, nn.ReLU6, nn.Hardtanh)
 _OTHER_ACTIVATIONS = (
@@ -90,15 +97,25 @@ _LINEAR_FUNCTIONS = {
 _SCALING_FUNCTIONS = {operator.mul, operator.truediv, torch.mul}
 _DROPOUT_FUNCTIONS = {F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout}
 _MAXPOOL_FUNCTIONS = {
-    F.max_pool1d, F.max_pool2d, F.max_pool3d, F.adaptive_max_pool1d, F.adaptive_max_pool2d,
-    F.adaptive_max_pool3d, torch.max_pool1d, torch.max_pool2d,
+    F.max_pool1d, F.max_pool3d, F.adaptive_max_pool1d, F.adaptive_max_pool2d,
+    F.adaptive_max_pool3d, torch.max_pool1d, torch.max_pool3d,
 }
+_MAXPOOL2D_FUNCTIONS = {F.max_pool2d, torch.max_pool2d}
+# what F.max_pool2d(..., return_indices=True) traces to
+_MAXPOOL2D_WITH_INDICES = {F.max_pool2d_with_indices}
+_MAXPOOL2D_ARGS = ("input", "kernel_size", "stride", "padding", "dilation", "ceil_mode",
+                   "return_indices")
 _LINEAR_METHODS = {"view", "reshape", "flatten", "size", "contiguous", "add", "add_", "dim",
                    "mean"}
 
 _MAXPOOL_HINT = (
-    "max-pooling has no exact spiking counterpart; swap it for average pooling and fine-tune "
-    "(spikebridge.to_qcfs(model, maxpool='avg') does both)"
+    "only 2-D max-pooling (nn.MaxPool2d, F.max_pool2d) has a spiking counterpart here; use "
+    "MaxPool2d, or swap it for average pooling and fine-tune (spikebridge.to_qcfs(model, "
+    "maxpool='avg') does both)"
+)
+_MAXPOOL_INDICES_HINT = (
+    "returns the indices of the maxima (return_indices=True); the spiking max-pool passes "
+    "spikes, not indices: use return_indices=False (MaxUnpool has no spiking counterpart either)"
 )
 _ACTIVATION_HINT = (
     "only ReLU-family activations map to IF neurons: use ReLU / clipped ReLU / QCFS "
@@ -184,6 +201,10 @@ def _check_flatten_dim(where: str, start_dim: Any) -> None:
 
 
 def _check_module(name: str, module: nn.Module) -> None:
+    if type(module) is nn.MaxPool2d:
+        if module.return_indices:
+            raise UnsupportedLayerError(f"layer {name!r} (MaxPool2d) {_MAXPOOL_INDICES_HINT}")
+        return
     if isinstance(module, _MAXPOOL_MODULES):
         raise UnsupportedLayerError(f"layer {name!r} ({type(module).__name__}): {_MAXPOOL_HINT}")
     if isinstance(module, _OTHER_ACTIVATIONS):
@@ -194,9 +215,9 @@ def _check_module(name: str, module: nn.Module) -> None:
     if not isinstance(module, _LINEAR_MODULES):
         raise UnsupportedLayerError(
             f"layer {name!r} ({type(module).__name__}) is not supported by the converter. "
-            "Supported: Conv1d/2d/3d, Linear, BatchNorm, AvgPool / AdaptiveAvgPool, Flatten, "
-            "Identity, Dropout (removed), residual adds, and QCFS / ClippedReLU / ReLU / ReLU6 "
-            "activations. Rewrite the layer from these."
+            "Supported: Conv1d/2d/3d, Linear, BatchNorm, AvgPool / AdaptiveAvgPool, MaxPool2d, "
+            "Flatten, Identity, Dropout (removed), residual adds, and QCFS / ClippedReLU / ReLU / "
+            "ReLU6 activations. Rewrite the layer from these."
         )
     if isinstance(module, nn.Flatten):
         _check_flatten_dim(f"layer {name!r} (Flatten)", module.start_dim)
@@ -248,6 +269,9 @@ def _function_site(node: fx.Node) -> ActivationSite | None:
         return ActivationSite(node.name, "relu", None)
     if fn in _RELU6_FUNCTIONS:
         return ActivationSite(node.name, "clipped_relu", 6.0)
+    if fn in _MAXPOOL2D_FUNCTIONS or fn in _MAXPOOL2D_WITH_INDICES:
+        _max_pool2d_window(node)  # raises for what the spiking max-pool cannot do
+        return None
     if fn in _MAXPOOL_FUNCTIONS:
         raise UnsupportedLayerError(f"call {node.format_node()}{where(node)}: {_MAXPOOL_HINT}")
     if fn in _SCALING_FUNCTIONS:
@@ -263,6 +287,94 @@ def _function_site(node: fx.Node) -> ActivationSite | None:
         "(conv, linear, average pooling or mean, flatten, reshapes, adds, scaling by constants) "
         "and ReLU-family activations (ReLU, clamp(x, 0, a), QCFS) convert"
     )
+
+
+def _max_pool2d_window(node: fx.Node) -> dict[str, Any]:
+    """The window of a ``F.max_pool2d`` / ``torch.max_pool2d`` call (``kernel_size``, ``stride``,
+    ``padding``, ``dilation``, ``ceil_mode``); raises for ``return_indices`` or a window computed
+    at run time."""
+    given = {**dict(zip(_MAXPOOL2D_ARGS, node.args, strict=False)), **node.kwargs}
+    if node.target in _MAXPOOL2D_WITH_INDICES or given.get("return_indices"):
+        raise UnsupportedLayerError(f"call {node.format_node()}{where(node)} "
+                                    f"{_MAXPOOL_INDICES_HINT}")
+    window = {name: given.get(name, default) for name, default in (
+        ("kernel_size", None), ("stride", None), ("padding", 0), ("dilation", 1),
+        ("ceil_mode", False))}
+    if window["kernel_size"] is None or any(
+            isinstance(v, fx.Node) or (isinstance(v, tuple | list)
+                                       and any(isinstance(e, fx.Node) for e in v))
+            for v in window.values()):
+        raise UnsupportedLayerError(
+            f"call {node.format_node()}{where(node)}: the pooling window must be given by "
+            "constants (kernel_size, stride, padding, dilation, ceil_mode), not computed from "
+            "the input")
+    try:
+        SpikingMaxPool2d(**window)
+    except (TypeError, ValueError) as exc:
+        raise UnsupportedLayerError(f"call {node.format_node()}{where(node)}: {exc}") from None
+    return window
+
+
+def _is_max_pool2d(gm: fx.GraphModule, node: fx.Node) -> bool:
+    if node.op == "call_module":
+        return type(gm.get_submodule(node.target)) is nn.MaxPool2d
+    return node.op == "call_function" and node.target in _MAXPOOL2D_FUNCTIONS
+
+
+def _upstream_neurons(gm: fx.GraphModule, node: fx.Node) -> list[IFNeuron]:
+    """The IF neurons whose outputs reach ``node`` without passing through another one."""
+    found: list[IFNeuron] = []
+    frontier, seen = list(node.all_input_nodes), set()
+    while frontier:
+        current = frontier.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        module = gm.get_submodule(current.target) if current.op == "call_module" else None
+        if isinstance(module, IFNeuron):
+            if not any(n is module for n in found):
+                found.append(module)
+        else:
+            frontier.extend(current.all_input_nodes)
+    return found
+
+
+def spiking_max_pools(gm: fx.GraphModule) -> list[str]:
+    """After the neurons are in place: every 2-D max-pool whose input changes over time (an IF
+    neuron is upstream) becomes a :class:`~spikebridge.spiking_maxpool.SpikingMaxPool2d`,
+    attached to the IF neurons feeding it (:meth:`~spikebridge.neurons.IFNeuron.reset_together`)
+    so that resetting the network resets its counts. A pool fed only by the constant input stays
+    as it is (exact; the time-invariant prefix computes it once). A module called at several
+    sites gets one spiking pool per time-varying call (each call has its own state). Returns the
+    names of the spiking pools."""
+    dynamic: set[fx.Node] = set()
+    calls: dict[str, int] = {}
+    for node in gm.graph.nodes:
+        if node.op == "call_module":
+            calls[node.target] = calls.get(node.target, 0) + 1
+        if (node.op == "call_module" and isinstance(gm.get_submodule(node.target), IFNeuron)) or (
+                node.op in ("call_module", "call_function", "call_method")
+                and any(arg in dynamic for arg in node.all_input_nodes)):
+            dynamic.add(node)
+    names = []
+    for node in list(gm.graph.nodes):
+        if node not in dynamic or not _is_max_pool2d(gm, node):
+            continue
+        upstream = _upstream_neurons(gm, node)
+        if node.op == "call_module":
+            pool = SpikingMaxPool2d.from_module(gm.get_submodule(node.target))
+            if calls[node.target] == 1:
+                set_module(gm, node.target, pool)
+                name = node.target
+            else:
+                name = replace_with_module(gm, node, pool, node.target.replace(".", "_") + "_call")
+        else:
+            pool = SpikingMaxPool2d(**_max_pool2d_window(node))
+            name = replace_with_module(gm, node, pool, node.name)
+        for neuron in upstream:
+            neuron.reset_together(pool)
+        names.append(name)
+    return names
 
 
 def _op_name(gm: fx.GraphModule, node: fx.Node) -> str:
@@ -465,6 +577,7 @@ def convert(
         name = replace_with_module(gm, node, neuron, base, sources)
         ann_nodes[name] = ann_node
         sources[name] = site.name
+    spiking_max_pools(gm)
     gm.graph.eliminate_dead_code()
     gm.delete_all_unused_submodules()
     gm.graph.lint()

@@ -31,7 +31,14 @@ class ConversionMethodLike(Protocol):
 
     def params(self) -> dict[str, Any]: ...
 
-__all__ = ["SpikingNetwork", "TimeSplit", "fuse_residual_currents", "split_time_invariant"]
+__all__ = [
+    "SpikingNetwork",
+    "TimeSplit",
+    "fuse_residual_currents",
+    "is_neuron_node",
+    "split_time_invariant",
+    "time_dependent_nodes",
+]
 
 
 @dataclass
@@ -47,20 +54,34 @@ class TimeSplit:
     neuron_only: list[bool]
 
 
+def is_neuron_node(gm: fx.GraphModule, node: fx.Node) -> bool:
+    """Whether ``node`` calls an IF neuron module of ``gm``."""
+    return node.op == "call_module" and isinstance(gm.get_submodule(node.target), IFNeuron)
+
+
+def time_dependent_nodes(gm: fx.GraphModule) -> set[fx.Node]:
+    """The nodes whose value changes over time: IF neurons and everything computed from them.
+
+    With direct encoding (a constant input) every other node is computed once per batch.
+    """
+    dynamic: set[fx.Node] = set()
+    for node in gm.graph.nodes:
+        if is_neuron_node(gm, node) or (
+            node.op in ("call_module", "call_function", "call_method")
+            and any(arg in dynamic for arg in node.all_input_nodes)
+        ):
+            dynamic.add(node)
+    return dynamic
+
+
 def split_time_invariant(gm: fx.GraphModule) -> TimeSplit:
     """Split ``gm`` into the part that depends only on the (constant) input and the rest."""
     graph = gm.graph
 
     def is_neuron(node: fx.Node) -> bool:
-        return node.op == "call_module" and isinstance(gm.get_submodule(node.target), IFNeuron)
+        return is_neuron_node(gm, node)
 
-    dynamic: set[fx.Node] = set()
-    for node in graph.nodes:
-        if is_neuron(node) or (
-            node.op in ("call_module", "call_function", "call_method")
-            and any(arg in dynamic for arg in node.all_input_nodes)
-        ):
-            dynamic.add(node)
+    dynamic = time_dependent_nodes(gm)
     boundary = [
         node for node in graph.nodes
         if node not in dynamic and node.op not in ("output", "get_attr")
@@ -104,7 +125,7 @@ def fuse_residual_currents(gm: fx.GraphModule) -> int:
     for node in list(gm.graph.nodes):
         if node.op != "call_module" or len(node.args) != 1 or node.kwargs:
             continue
-        if not isinstance(gm.get_submodule(node.target), IFNeuron):
+        if not is_neuron_node(gm, node):
             continue
         (source,) = node.args
         if (isinstance(source, fx.Node) and source.op == "call_function"
@@ -121,7 +142,7 @@ def fuse_residual_currents(gm: fx.GraphModule) -> int:
 
 
 class SpikingNetwork(nn.Module):
-    """A converted SNN: ``network`` (the rewritten fx graph), its method recipe, and the map
+    """A converted SNN: ``network`` (the rewritten fx graph), its conversion method, and the map
     ``sources`` from each IF neuron's name to the ANN activation it replaced.
 
     It is run by :func:`spikebridge.simulate` (``[steps, B, classes]``); calling it directly

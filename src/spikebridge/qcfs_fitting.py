@@ -10,8 +10,16 @@
   given — the choice for plain ReLUs, whose outputs have no upper bound;
 * the clip value ``a`` of a clipped activation (ReLU6: 6) when no data is given.
 
-With ``maxpool="avg"`` every max-pooling (module or ``F.max_pool*d``) becomes average pooling of
-the same window, which converts exactly. The result is an ``nn.Module`` to fine-tune with the
+Max-pooling: ``maxpool="keep"`` (the default) leaves it; the converter turns a 2-D max-pool into
+a spiking max-pool gated by accumulated spike counts (:mod:`spikebridge.spiking_maxpool`: its
+output rate is the largest input rate, but spikes arrive with a different timing). With
+``maxpool="avg"`` every max-pooling (``nn.MaxPool1d/2d/3d`` modules, ``F.max_pool*d`` /
+``torch.max_pool*d`` calls, adaptive max-pooling) becomes an ``nn.AvgPool*d`` (resp.
+``nn.AdaptiveAvgPool*d``) of the same kernel, stride, padding and ceil_mode, with
+``count_include_pad=False``: a padded position is left out of the average, as max-pooling's
+``-inf`` padding leaves it out of the max (without padding the two choices agree). Average
+pooling is linear and converts exactly; fine-tuning recovers the accuracy the swap costs. The
+result is an ``nn.Module`` to fine-tune with the
 user's own training loop — a few epochs at a small learning rate (e.g. 1/10 of the original,
 θ trained with the weights; QCFS's straight-through gradient is built in) — and then to
 convert with ``qcfs`` or ``cos``.
@@ -33,12 +41,26 @@ from .convert import _function_site, _module_site
 from .methods import ActivationSite
 from .tracing import UnsupportedLayerError, replace_with_module, set_module, trace
 
-__all__ = ["to_qcfs"]
+__all__ = ["MAXPOOL_OPTIONS", "to_qcfs"]
 
+MAXPOOL_OPTIONS = ("keep", "avg")
 _MAXPOOL_TO_AVG = {nn.MaxPool1d: nn.AvgPool1d, nn.MaxPool2d: nn.AvgPool2d,
                    nn.MaxPool3d: nn.AvgPool3d}
-_MAXPOOL_FUNCTIONS = {F.max_pool1d: F.avg_pool1d, F.max_pool2d: F.avg_pool2d,
-                      F.max_pool3d: F.avg_pool3d}
+_ADAPTIVE_MAXPOOL_TO_AVG = {nn.AdaptiveMaxPool1d: nn.AdaptiveAvgPool1d,
+                            nn.AdaptiveMaxPool2d: nn.AdaptiveAvgPool2d,
+                            nn.AdaptiveMaxPool3d: nn.AdaptiveAvgPool3d}
+_MAXPOOL_FUNCTIONS = {F.max_pool1d: nn.AvgPool1d, F.max_pool2d: nn.AvgPool2d,
+                      F.max_pool3d: nn.AvgPool3d, torch.max_pool1d: nn.AvgPool1d,
+                      torch.max_pool2d: nn.AvgPool2d, torch.max_pool3d: nn.AvgPool3d}
+_ADAPTIVE_MAXPOOL_FUNCTIONS = {F.adaptive_max_pool1d: nn.AdaptiveAvgPool1d,
+                               F.adaptive_max_pool2d: nn.AdaptiveAvgPool2d,
+                               F.adaptive_max_pool3d: nn.AdaptiveAvgPool3d}
+# what F.max_pool*d(..., return_indices=True) traces to
+_WITH_INDICES = {F.max_pool1d_with_indices, F.max_pool2d_with_indices,
+                 F.max_pool3d_with_indices, F.adaptive_max_pool1d_with_indices,
+                 F.adaptive_max_pool2d_with_indices, F.adaptive_max_pool3d_with_indices}
+_POOL_ARGS = ("input", "kernel_size", "stride", "padding", "dilation", "ceil_mode",
+              "return_indices")
 
 
 def _relu_family_site(gm: fx.GraphModule, node: fx.Node) -> ActivationSite | None:
@@ -60,27 +82,56 @@ def _relu_family_site(gm: fx.GraphModule, node: fx.Node) -> ActivationSite | Non
     return site
 
 
+def _no_dilation(dilation: Any) -> bool:
+    return all(d == 1 for d in (dilation if isinstance(dilation, tuple | list) else (dilation,)))
+
+
+def _average_pool(kind: type[nn.Module], kernel_size: Any, stride: Any, padding: Any,
+                  ceil_mode: Any) -> nn.Module:
+    """The average pooling that replaces a max-pool of this window (module docstring)."""
+    stride = None if stride is None or (isinstance(stride, tuple | list) and not stride) else (
+        stride)
+    return kind(kernel_size, stride, padding, ceil_mode=bool(ceil_mode), count_include_pad=False)
+
+
 def _swap_maxpool(gm: fx.GraphModule) -> int:
+    """``maxpool="avg"``: every max-pooling becomes average pooling of the same window."""
     swapped = 0
-    for node in gm.graph.nodes:
+    for node in list(gm.graph.nodes):
         if node.op == "call_module":
             module = gm.get_submodule(node.target)
             avg = _MAXPOOL_TO_AVG.get(type(module))
-            if avg is None:
+            adaptive = _ADAPTIVE_MAXPOOL_TO_AVG.get(type(module))
+            if avg is None and adaptive is None:
                 continue
-            if module.dilation not in (1, (1,), (1, 1), (1, 1, 1)) or module.return_indices:
+            if module.return_indices or (avg is not None and not _no_dilation(module.dilation)):
                 raise ValueError(f"{node.target}: max-pooling with dilation or return_indices "
                                  "has no average-pooling equivalent")
-            set_module(gm, node.target, avg(module.kernel_size, module.stride, module.padding,
-                                             ceil_mode=module.ceil_mode))
+            set_module(gm, node.target, adaptive(module.output_size) if avg is None else
+                       _average_pool(avg, module.kernel_size, module.stride, module.padding,
+                                     module.ceil_mode))
             swapped += 1
+        elif node.op == "call_function" and node.target in _WITH_INDICES:
+            raise ValueError(f"{node.name}: max-pooling with return_indices has no "
+                             "average-pooling equivalent")
         elif node.op == "call_function" and node.target in _MAXPOOL_FUNCTIONS:
-            if node.kwargs.get("dilation", 1) not in (1, (1, 1)) or len(node.args) > 4:
-                raise ValueError(f"{node.name}: max-pooling with dilation has no average-pooling "
-                                 "equivalent")
-            node.target = _MAXPOOL_FUNCTIONS[node.target]
-            node.kwargs = {k: v for k, v in node.kwargs.items()
-                           if k in ("kernel_size", "stride", "padding", "ceil_mode")}
+            given = {**dict(zip(_POOL_ARGS, node.args, strict=False)), **node.kwargs}
+            if not _no_dilation(given.get("dilation", 1)) or given.get("return_indices"):
+                raise ValueError(f"{node.name}: max-pooling with dilation or return_indices "
+                                 "has no average-pooling equivalent")
+            pool = _average_pool(_MAXPOOL_FUNCTIONS[node.target], given["kernel_size"],
+                                 given.get("stride"), given.get("padding", 0),
+                                 given.get("ceil_mode", False))
+            replace_with_module(gm, node, pool, f"{node.name}_avg")
+            swapped += 1
+        elif node.op == "call_function" and node.target in _ADAPTIVE_MAXPOOL_FUNCTIONS:
+            given = {**dict(zip(("input", "output_size", "return_indices"), node.args,
+                                strict=False)), **node.kwargs}
+            if given.get("return_indices"):
+                raise ValueError(f"{node.name}: max-pooling with return_indices has no "
+                                 "average-pooling equivalent")
+            pool = _ADAPTIVE_MAXPOOL_FUNCTIONS[node.target](given["output_size"])
+            replace_with_module(gm, node, pool, f"{node.name}_avg")
             swapped += 1
     gm.recompile()
     return swapped
@@ -120,22 +171,28 @@ def to_qcfs(
     data: CalibrationData | Iterable[Any] | None = None,
     samples: int = 256,
     percentile: float = 99.9,
-    maxpool: str | None = None,
+    maxpool: str | None = "keep",
     shift: float = 0.5,
     progress: bool = False,
 ) -> fx.GraphModule:
     """``model`` with every ReLU-family activation replaced by trainable ``QCFS(levels, θ)``
     (module docstring). ``data``: calibration batches (``(x, y)`` pairs or tensors; the first
     ``samples`` images are used) to start θ at the ``percentile`` of each activation's non-zero
-    outputs; needed for plain ReLUs. ``maxpool="avg"`` swaps max for average pooling.
+    outputs; needed for plain ReLUs. ``maxpool``: ``"keep"`` (default; ``None`` means the same)
+    leaves max-pooling, which converts to a spiking max-pool; ``"avg"`` swaps it for average
+    pooling of the same window, ``count_include_pad=False`` (module docstring).
 
     The model is not modified. Returns a ``torch.fx.GraphModule`` in the model's train/eval
     mode, to fine-tune and then :func:`spikebridge.convert` with ``qcfs`` or ``cos``.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"to_qcfs() needs a torch.nn.Module, got {type(model).__name__}")
-    if maxpool not in (None, "avg"):
-        raise ValueError(f"maxpool must be None (keep it) or 'avg', got {maxpool!r}")
+    if maxpool is None:
+        maxpool = "keep"
+    if not isinstance(maxpool, str) or maxpool not in MAXPOOL_OPTIONS:
+        raise ValueError(f"maxpool must be one of {MAXPOOL_OPTIONS} ('keep': leave max-pooling, "
+                         f"converted to a spiking max-pool; 'avg': average pooling), got "
+                         f"{maxpool!r}")
     training = model.training
     gm = trace(copy.deepcopy(model).eval())
     if maxpool == "avg":

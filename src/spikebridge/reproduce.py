@@ -16,6 +16,8 @@ from typing import Any
 
 import torch
 
+from spikebridge.convert import convert
+from spikebridge.experiments import RunOptions, evaluate_snn, load_model
 from spikebridge.recipes import METHODS, Recipe
 
 __all__ = ["ModelMismatchError", "check_model", "format_reproduction", "reproduce"]
@@ -75,37 +77,32 @@ def reproduce(
             ``ignore_data_mismatch`` waives the fingerprint).
         ValueError: bad ``steps`` or ``limit``.
     """
-    from spikebridge.checkpoint import load_checkpoint
-    from spikebridge.convert import convert
-    from spikebridge.data.pipeline import evaluation_loader, open_checkpoint_split
-    from spikebridge.evaluation import evaluate
-    from spikebridge.input_checks import check_test_set
-
     steps = list(recipe.steps if steps is None else steps)
     if not steps or any(isinstance(t, bool) or not isinstance(t, int) or t < 1 for t in steps):
         raise ValueError(f"time-steps T must be integers >= 1, got {steps}")
     if limit is not None and limit < 1:
         raise ValueError(f"--limit must be >= 1, got {limit}")
-    ann, config = load_checkpoint(model_dir, device=device, allow_unverified=allow_unverified)
-    check_model(recipe, config, model_dir)
-    full = open_checkpoint_split(config, "test", data_dir)  # streamed: the model's image size
-    check_test_set(full, config, model_dir, ignore=ignore_data_mismatch)
-    test = full.subset(limit, seed=0)
-    loader = evaluation_loader(test, batch_size, workers=workers)  # this process's share
+    options = RunOptions(device=device, mode=mode, batch_size=batch_size, limit=limit,
+                         data_dir=data_dir, workers=workers, progress=progress,
+                         allow_unverified=allow_unverified,
+                         ignore_data_mismatch=ignore_data_mismatch, count_operations=False)
+    # the model must be the recipe's before any data is read; the test set is streamed at the
+    # model's image size, this process's share
+    model = load_model(model_dir, options, check=lambda config: check_model(recipe, config,
+                                                                             model_dir))
+    ann, config, loader = model.ann, model.config, model.loader
     record: dict[str, Any] = {
         "recipe": recipe.name, "title": recipe.title, "source": recipe.source,
         "model": str(model_dir), "dataset": config["dataset"],
         "architecture": config["architecture"], "L": recipe.levels, "rho": recipe.rho,
-        "T": steps, "images": len(test),
+        "T": steps, "images": len(loader.dataset),
     }  # fmt: skip
     ann_accuracy = None
     for method in METHODS:
         params = {"rho": recipe.rho} if method == "cos" else {}
         snn = convert(ann, method, **params)
-        result = evaluate(snn, loader, steps, ann=ann if ann_accuracy is None else None,
-                          mode=mode, device=device, progress=progress,
-                          description=f"{method}: simulating T={max(steps)}",
-                          count_operations=False)
+        result = evaluate_snn(snn, loader, steps, options,
+                              ann=ann if ann_accuracy is None else None)
         if ann_accuracy is None:
             ann_accuracy = 100.0 * result.ann_accuracy
         paper = recipe.paper[method]

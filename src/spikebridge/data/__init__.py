@@ -1,12 +1,23 @@
 """Datasets, IDX file I/O, batch transforms and the in-memory batch loader.
 
+* :mod:`spikebridge.data.registry` — one :class:`~spikebridge.data.registry.DatasetInfo` per
+  dataset name (its facts and its loader); how to add a dataset.
+* :mod:`spikebridge.data.datasets` — :func:`load_dataset` by name; the MNIST-style datasets and
+  scikit-learn's digits.
+* :mod:`spikebridge.data.image_dataset` — :class:`ImageDataset`, a split held in memory.
+* :mod:`spikebridge.data.locating` — where dataset files are looked for (``--data-dir``,
+  ``$SPIKEBRIDGE_DATA_DIR``).
 * :mod:`spikebridge.data.idx` — read/write MNIST-style IDX files (gzip or raw).
-* :mod:`spikebridge.data.datasets` — :class:`ImageDataset` and :func:`load_dataset` by name.
 * :mod:`spikebridge.data.cifar` — CIFAR-10/100 from the official python or binary files.
 * :mod:`spikebridge.data.safe_pickle` — an unpickler that admits only numpy arrays and plain
   containers (so data pickles cannot run code).
 * :mod:`spikebridge.data.imagefolder` — ImageNet / ImageFolder trees streamed from disk
-  (:func:`load_streaming_dataset`, :func:`make_loader`).
+  (:func:`load_streaming_dataset`, :func:`decode_image`), built on
+  :mod:`~spikebridge.data.class_folders` (listing the tree),
+  :mod:`~spikebridge.data.image_transforms` (per-image crops and resizes),
+  :mod:`~spikebridge.data.seeded_sampling` (order and augmentation seeds) and
+  :mod:`~spikebridge.data.streaming_loader` (:func:`make_loader`).
+* :mod:`spikebridge.data.errors` — the exceptions for missing or malformed dataset files.
 * :mod:`spikebridge.data.transforms` — vectorised batch transforms (normalise, crop, flip).
 * :mod:`spikebridge.data.loader` — :class:`BatchLoader`, reproducible shuffled mini-batches.
 """

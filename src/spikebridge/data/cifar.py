@@ -44,13 +44,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from spikebridge.data.datasets import (
-    DATA_DIR_ENV,
-    DatasetFormatError,
-    ImageDataset,
-    _first_directory_with_data,
-    _search_roots,
-)
+from spikebridge.data.errors import DatasetFormatError
+from spikebridge.data.image_dataset import ImageDataset, memory_dataset_info
+from spikebridge.data.locating import DATA_DIR_ENV, _first_directory_with_data, _search_roots
+from spikebridge.data.registry import register_dataset
 from spikebridge.data.safe_pickle import RefusedPickleError, safe_load
 
 __all__ = [
@@ -514,3 +511,27 @@ def load_cifar100(
     if labels not in ("fine", "coarse"):
         raise ValueError(f"labels must be 'fine' or 'coarse', got {labels!r}")
     return _load(_CIFAR100, split, data_dir, f"{labels}_labels")
+
+
+# --------------------------------------------------------------------------------------------
+# registry (the loaders take (split, data_dir), as load_dataset calls them)
+
+
+def _load_cifar10(split: str, data_dir: str | Path | None) -> ImageDataset:
+    return load_cifar10(split, data_dir)
+
+
+def _load_cifar100(split: str, data_dir: str | Path | None) -> ImageDataset:
+    return load_cifar100(split, data_dir, labels="fine")
+
+
+def _load_cifar100_coarse(split: str, data_dir: str | Path | None) -> ImageDataset:
+    return load_cifar100(split, data_dir, labels="coarse")
+
+
+register_dataset(memory_dataset_info("cifar10", 10, 3, (32, 32), CIFAR10_MEAN, CIFAR10_STD, 4,
+                                     loader=_load_cifar10))
+register_dataset(memory_dataset_info("cifar100", 100, 3, (32, 32), CIFAR100_MEAN, CIFAR100_STD, 4,
+                                     loader=_load_cifar100))
+register_dataset(memory_dataset_info("cifar100-coarse", 20, 3, (32, 32), CIFAR100_MEAN,
+                                     CIFAR100_STD, 4, loader=_load_cifar100_coarse))

@@ -1,4 +1,8 @@
-"""Image-classification datasets held in memory, and a registry to load them by name.
+"""Loading the in-memory datasets by name; the MNIST-style datasets and scikit-learn's digits.
+
+This is the public face of the dataset registry (:mod:`spikebridge.data.registry`):
+:func:`load_dataset` and :func:`list_datasets` read its records, and importing this module
+imports every module that registers datasets, so the registry is complete.
 
 Known datasets (see :func:`list_datasets`):
 
@@ -24,20 +28,24 @@ The MNIST-style datasets are read from the four standard IDX files (gzip-compres
 
 from __future__ import annotations
 
-import hashlib
-import os
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TypeVar
 
 import numpy as np
 import torch
 
+# Importing these registers their datasets; with this module's own the registry is complete.
+from spikebridge.data import cifar, imagefolder  # noqa: F401
 from spikebridge.data.errors import DatasetFormatError, DatasetNotFoundError
 from spikebridge.data.idx import read_idx
-
-T = TypeVar("T")
+from spikebridge.data.image_dataset import ImageDataset, memory_dataset_info
+from spikebridge.data.locating import (
+    DATA_DIR_ENV,
+    _find_file,
+    _first_directory_with_data,
+    _search_roots,
+)
+from spikebridge.data.registry import DATASETS, dataset_key, dataset_names, register_dataset
 
 __all__ = [
     "DATA_DIR_ENV",
@@ -48,9 +56,6 @@ __all__ = [
     "list_datasets",
     "load_dataset",
 ]
-
-DATA_DIR_ENV = "SPIKEBRIDGE_DATA_DIR"
-"""Environment variable naming a directory searched for dataset files."""
 
 FASHION_MNIST_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
 """Where the Debian package ``dataset-fashion-mnist`` installs the IDX files."""
@@ -82,114 +87,6 @@ _IDX_FILES = {
 
 _DIGITS_TRAIN_SIZE = 1437
 _DIGITS_SPLIT_SEED = 0
-
-
-@dataclass
-class ImageDataset:
-    """An image-classification dataset held in memory.
-
-    Attributes:
-        images: uint8 tensor ``[N, C, H, W]``.
-        labels: int64 tensor ``[N]`` with values in ``[0, num_classes)``.
-        name: registry name of the dataset (e.g. ``"fashion-mnist"``).
-        split: ``"train"`` or ``"test"``.
-        classes: human-readable class names; ``labels`` index into it.
-        mean: per-channel mean of the images scaled to ``[0, 1]`` (the normalisation constants).
-        std: per-channel standard deviation of the images scaled to ``[0, 1]``.
-    """
-
-    images: torch.Tensor
-    labels: torch.Tensor
-    name: str
-    split: str
-    classes: tuple[str, ...]
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-
-    def __post_init__(self) -> None:
-        if self.images.dtype != torch.uint8 or self.images.dim() != 4:
-            raise DatasetFormatError(
-                f"{self.name}/{self.split}: images must be a uint8 tensor [N, C, H, W], "
-                f"got {self.images.dtype} of shape {tuple(self.images.shape)}"
-            )
-        if self.labels.dtype != torch.int64 or self.labels.dim() != 1:
-            raise DatasetFormatError(
-                f"{self.name}/{self.split}: labels must be an int64 tensor [N], "
-                f"got {self.labels.dtype} of shape {tuple(self.labels.shape)}"
-            )
-        if len(self.images) != len(self.labels):
-            raise DatasetFormatError(
-                f"{self.name}/{self.split}: {len(self.images)} images but {len(self.labels)} labels"
-            )
-        self.classes = tuple(self.classes)
-        self.mean = tuple(float(m) for m in self.mean)
-        self.std = tuple(float(s) for s in self.std)
-        channels = self.images.shape[1]
-        if len(self.mean) != channels or len(self.std) != channels:
-            raise DatasetFormatError(
-                f"{self.name}/{self.split}: mean/std need one value per channel ({channels}), "
-                f"got {len(self.mean)} and {len(self.std)}"
-            )
-        if any(not s > 0 for s in self.std):
-            raise DatasetFormatError(f"{self.name}/{self.split}: std must be > 0, got {self.std}")
-
-    def __len__(self) -> int:
-        return int(self.images.shape[0])
-
-    @property
-    def num_classes(self) -> int:
-        """Number of classes (``len(classes)``)."""
-        return len(self.classes)
-
-    @property
-    def in_channels(self) -> int:
-        """Number of image channels ``C``."""
-        return int(self.images.shape[1])
-
-    @property
-    def input_size(self) -> tuple[int, int]:
-        """Image size ``(H, W)``."""
-        return int(self.images.shape[2]), int(self.images.shape[3])
-
-    def fingerprint(self) -> str:
-        """SHA-256 of the images and labels (shapes included): the identity of this exact data.
-
-        A checkpoint records its test set's fingerprint, so evaluating it later on other files
-        under the same dataset name (MNIST's digits handed over as Fashion-MNIST, a different
-        subset) is caught (docs/reliability.md).
-        """
-        digest = hashlib.sha256()
-        digest.update(repr((tuple(self.images.shape), tuple(self.labels.shape))).encode())
-        digest.update(self.images.contiguous().numpy().tobytes())
-        digest.update(self.labels.contiguous().numpy().tobytes())
-        return digest.hexdigest()
-
-    def subset(self, n: int | None, seed: int = 0) -> ImageDataset:
-        """Return a random subset of ``n`` samples (not stratified), or ``self``.
-
-        The subset is the first ``n`` indices of a permutation drawn with ``seed``, so subsets of
-        different sizes with the same seed are nested. ``mean``/``std`` are kept from the full
-        dataset.
-
-        Args:
-            n: subset size; ``None`` or ``n >= len(self)`` returns ``self`` unchanged.
-            seed: seed of the permutation.
-        """
-        if n is None or n >= len(self):
-            return self
-        if n < 0:
-            raise ValueError(f"subset size must be >= 0 or None, got {n}")
-        generator = torch.Generator().manual_seed(seed)
-        index = torch.randperm(len(self), generator=generator)[:n]
-        return ImageDataset(
-            images=self.images[index],
-            labels=self.labels[index],
-            name=self.name,
-            split=self.split,
-            classes=self.classes,
-            mean=self.mean,
-            std=self.std,
-        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -244,57 +141,6 @@ def _make_dataset(
 
 # --------------------------------------------------------------------------------------------
 # MNIST-style IDX datasets
-
-
-def _find_file(directory: Path, stem: str) -> Path | None:
-    """``directory/stem`` or ``directory/stem.gz``, whichever exists (raw name first)."""
-    for candidate in (directory / stem, directory / f"{stem}.gz"):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def _search_roots(data_dir: str | Path | None, system_dirs: tuple[Path, ...]) -> list[Path]:
-    """``data_dir`` alone when given (an explicit directory is never silently replaced by
-    another copy of the data); otherwise ``$SPIKEBRIDGE_DATA_DIR``, then ``system_dirs``."""
-    if data_dir is not None:
-        return [Path(data_dir).expanduser()]
-    roots: list[Path] = []
-    env = os.environ.get(DATA_DIR_ENV, "").strip()
-    if env:
-        roots.append(Path(env).expanduser())
-    roots.extend(system_dirs)
-    return roots
-
-
-def _first_directory_with_data(
-    name: str,
-    candidates: Iterable[Path],
-    probe: Callable[[Path], tuple[T | None, str]],
-    hint: str,
-) -> T:
-    """``probe``'s result for the first existing candidate directory it accepts, else a
-    :class:`DatasetNotFoundError` listing every directory searched and why each failed.
-
-    ``probe(directory)`` returns ``(result, "")`` on success or ``(None, why)``; directories
-    that do not exist, or were already searched, are not probed.
-    """
-    searched: list[Path] = []
-    details: list[str] = []
-    for directory in candidates:
-        if directory in searched:
-            continue
-        searched.append(directory)
-        if not directory.is_dir():
-            details.append(f"{directory} (no such directory)")
-            continue
-        result, why = probe(directory)
-        if result is not None:
-            return result
-        details.append(f"{directory} ({why})")
-    if not searched:
-        details.append(f"no directory to search (no --data-dir given and ${DATA_DIR_ENV} unset)")
-    raise DatasetNotFoundError(name, searched, details, hint)
 
 
 def _load_idx_dataset(
@@ -365,6 +211,10 @@ def _load_fashion_mnist(split: str, data_dir: str | Path | None) -> ImageDataset
     )
 
 
+register_dataset(memory_dataset_info("fashion-mnist", 10, 1, (28, 28), FASHION_MNIST_MEAN,
+                                     FASHION_MNIST_STD, 2, loader=_load_fashion_mnist))
+
+
 def _load_mnist(split: str, data_dir: str | Path | None) -> ImageDataset:
     return _load_idx_dataset(
         name="mnist",
@@ -377,6 +227,10 @@ def _load_mnist(split: str, data_dir: str | Path | None) -> ImageDataset:
         std=MNIST_STD,
         hint=_idx_hint("mnist", None),
     )
+
+
+register_dataset(memory_dataset_info("mnist", 10, 1, (28, 28), MNIST_MEAN, MNIST_STD, 2,
+                                     loader=_load_mnist))
 
 
 # --------------------------------------------------------------------------------------------
@@ -419,43 +273,14 @@ def _load_digits(split: str, data_dir: str | Path | None) -> ImageDataset:
     )
 
 
+# mean/std are computed from the training split
+register_dataset(memory_dataset_info("digits", 10, 1, (8, 8), None, None, 2, loader=_load_digits))
+
+
 # --------------------------------------------------------------------------------------------
-# registry
+# loading by name
 
-
-def _load_cifar10(split: str, data_dir: str | Path | None) -> ImageDataset:
-    from spikebridge.data.cifar import load_cifar10  # cifar imports this module
-
-    return load_cifar10(split, data_dir)
-
-
-def _load_cifar100(split: str, data_dir: str | Path | None) -> ImageDataset:
-    from spikebridge.data.cifar import load_cifar100
-
-    return load_cifar100(split, data_dir, labels="fine")
-
-
-def _load_cifar100_coarse(split: str, data_dir: str | Path | None) -> ImageDataset:
-    from spikebridge.data.cifar import load_cifar100
-
-    return load_cifar100(split, data_dir, labels="coarse")
-
-
-_REGISTRY: dict[str, Callable[[str, str | Path | None], ImageDataset]] = {
-    "cifar10": _load_cifar10,
-    "cifar100": _load_cifar100,
-    "cifar100-coarse": _load_cifar100_coarse,
-    "digits": _load_digits,
-    "fashion-mnist": _load_fashion_mnist,
-    "mnist": _load_mnist,
-}
-
-def dataset_key(name: str) -> str:
-    """The registry spelling of a dataset name: ``Fashion_MNIST`` → ``fashion-mnist``."""
-    return name.strip().lower().replace("_", "-")
-
-
-STREAMING_DATASETS = ("imagefolder", "imagenet")
+STREAMING_DATASETS = tuple(dataset_names(streaming=True))
 """Datasets read image by image from disk (:func:`spikebridge.data.load_streaming_dataset`)."""
 
 
@@ -465,7 +290,7 @@ def list_datasets() -> list[str]:
     The datasets streamed from disk are listed by
     :func:`spikebridge.data.list_streaming_datasets`.
     """
-    return sorted(_REGISTRY)
+    return dataset_names(streaming=False)
 
 
 def load_dataset(
@@ -487,14 +312,15 @@ def load_dataset(
         IdxFormatError: an IDX file is malformed.
     """
     key = dataset_key(name)
-    if key in STREAMING_DATASETS:
+    info = DATASETS.get(key)
+    if info is not None and info.streaming:
         raise ValueError(
             f"dataset {key!r} is streamed from disk, not loaded into memory (ImageNet does not "
             f"fit in RAM): use spikebridge.data.load_streaming_dataset({key!r}, split, data_dir) "
             f"and spikebridge.data.make_loader(...)"
         )
-    if key not in _REGISTRY:
+    if info is None:
         raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(list_datasets())}")
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r} for dataset {key!r}; use one of {SPLITS}")
-    return _REGISTRY[key](split, data_dir)
+    return info.loader(split, data_dir)

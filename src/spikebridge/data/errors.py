@@ -1,4 +1,5 @@
-"""The two ways dataset files fail: not found where searched, or found but malformed.
+"""The ways dataset files fail: not found where searched, or found but malformed — for an image
+of a streamed dataset, undecodable (:class:`CorruptImageError`).
 
 A leaf module: every reader (IDX, CIFAR, ImageFolder, event streams) raises these, so they sit
 below all of them.
@@ -6,9 +7,10 @@ below all of them.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-__all__ = ["DatasetFormatError", "DatasetNotFoundError"]
+__all__ = ["CorruptImageError", "DatasetFormatError", "DatasetNotFoundError"]
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -40,3 +42,23 @@ class DatasetNotFoundError(FileNotFoundError):
 
 class DatasetFormatError(ValueError):
     """Dataset files were found but their contents are inconsistent (counts, shapes, labels)."""
+
+
+class CorruptImageError(DatasetFormatError):
+    """An image file cannot be read or decoded.
+
+    Attributes:
+        path: the file.
+        reason: what went wrong.
+    """
+
+    # Its public home, where it was defined before: tracebacks and pickles name it there
+    # (spikebridge.data.imagefolder re-exports it).
+    __module__ = "spikebridge.data.imagefolder"
+
+    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
+        self.path, self.reason = str(path), reason
+        super().__init__(f"{self.path}: cannot read this image ({reason})")
+
+    def __reduce__(self):  # keep the exception picklable despite the custom __init__
+        return type(self), (self.path, self.reason)

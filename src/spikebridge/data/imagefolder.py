@@ -37,34 +37,58 @@ then scaling to ``[0, 1]`` and normalisation with the mean/std (ImageNet's by de
 An image that cannot be read or decoded raises :class:`CorruptImageError`, naming the file; the
 loader from :func:`make_loader` raises it in the main process (not as a worker traceback), or,
 with ``skip_corrupt=True``, drops the image, warns and records it in ``loader.skipped``.
+
+This module owns decoding (:func:`decode_image`, with the :data:`MAX_IMAGE_PIXELS` bound),
+:class:`ImageFolderDataset`, finding the split folders (:func:`load_streaming_dataset`) and the
+registry records of ``imagenet`` and ``imagefolder``. The rest lives in modules below it and is
+re-exported here: listing a class-folder tree in :mod:`spikebridge.data.class_folders`, the
+transforms in :mod:`spikebridge.data.image_transforms`, order and augmentation seeds in
+:mod:`spikebridge.data.seeded_sampling`, batching (:func:`make_loader`,
+:class:`StreamingLoader`) in :mod:`spikebridge.data.streaming_loader`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import io
-import math
 import os
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+from torch.utils.data import Dataset
 
-from spikebridge.data.datasets import (
-    DATA_DIR_ENV,
-    STREAMING_DATASETS,
-    DatasetFormatError,
-    DatasetNotFoundError,
-    _search_roots,
-    dataset_key,
+# the redundant aliases re-export names used from here (the CLI, tests) but not in this module
+from spikebridge.data.class_folders import (
+    FOLLOW_LINKS_ENV as FOLLOW_LINKS_ENV,
 )
-from spikebridge.data.loader import EpochCounter
+from spikebridge.data.class_folders import (
+    IMAGE_EXTENSIONS,
+    _find_classes,
+    _follow_default,
+    _is_image,
+    _list_images,
+    _warn_linked_classes,
+)
+from spikebridge.data.errors import CorruptImageError, DatasetFormatError, DatasetNotFoundError
+from spikebridge.data.image_transforms import (
+    EvalTransform,
+    TrainTransform,
+    center_crop,
+    random_resized_crop_box,
+    resize_shorter_side,
+    resized_crop,
+)
+from spikebridge.data.locating import DATA_DIR_ENV, _search_roots
+from spikebridge.data.registry import DatasetInfo, dataset_key, dataset_names, register_dataset
+from spikebridge.data.seeded_sampling import SeededSampler
+from spikebridge.data.seeded_sampling import (
+    _SeededDistributedSampler as _SeededDistributedSampler,
+)
+from spikebridge.data.streaming_loader import StreamingLoader, _one_thread, make_loader
 
 try:  # optional, faster JPEG decoding
     import simplejpeg as _simplejpeg
@@ -95,30 +119,13 @@ __all__ = [
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png")
-"""File name endings recognised as images (compared case-insensitively)."""
 
 _JPEG_MAGIC = b"\xff\xd8"
 
 
-class CorruptImageError(DatasetFormatError):
-    """An image file cannot be read or decoded.
-
-    Attributes:
-        path: the file.
-        reason: what went wrong.
-    """
-
-    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
-        self.path, self.reason = str(path), reason
-        super().__init__(f"{self.path}: cannot read this image ({reason})")
-
-    def __reduce__(self):  # keep the exception picklable despite the custom __init__
-        return type(self), (self.path, self.reason)
-
-
 # --------------------------------------------------------------------------------------------
-# decoding
+# decoding (in this module, not one of its own: the pixel bound is this module's
+# MAX_IMAGE_PIXELS, read at every decode, so setting it here bounds decode_image)
 
 
 def available_decoders() -> list[str]:
@@ -213,249 +220,7 @@ def decode_image(source: str | os.PathLike[str] | bytes, decoder: str = "auto") 
 
 
 # --------------------------------------------------------------------------------------------
-# transforms on uint8 tensors [3, H, W]
-
-
-def _interpolate(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bilinear, antialiased resize of a uint8 ``[3, H, W]`` tensor (channels-last fast path)."""
-    batch = image.unsqueeze(0).contiguous(memory_format=torch.channels_last)
-    if tuple(batch.shape[-2:]) == size:
-        return batch[0]
-    out = F.interpolate(batch, size=size, mode="bilinear", antialias=True, align_corners=False)
-    return out[0]
-
-
-def random_resized_crop_box(
-    height: int,
-    width: int,
-    generator: torch.Generator | None = None,
-    scale: tuple[float, float] = (0.08, 1.0),
-    ratio: tuple[float, float] = (3 / 4, 4 / 3),
-) -> tuple[int, int, int, int]:
-    """Draw the box ``(top, left, h, w)`` of a RandomResizedCrop (the usual Inception recipe).
-
-    Up to 10 tries draw an area fraction uniformly from ``scale`` and an aspect ratio ``w / h``
-    log-uniformly from ``ratio``; the first box that fits gets a uniform position. If none fits,
-    the centred box of the whole image clamped to ``ratio`` is used.
-    """
-    area = height * width
-    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
-    for _ in range(10):
-        target = area * float(torch.empty(1).uniform_(scale[0], scale[1], generator=generator))
-        aspect = math.exp(
-            float(torch.empty(1).uniform_(log_ratio[0], log_ratio[1], generator=generator))
-        )
-        w = round(math.sqrt(target * aspect))
-        h = round(math.sqrt(target / aspect))
-        if 0 < w <= width and 0 < h <= height:
-            top = int(torch.randint(0, height - h + 1, (1,), generator=generator))
-            left = int(torch.randint(0, width - w + 1, (1,), generator=generator))
-            return top, left, h, w
-    in_ratio = width / height
-    if in_ratio < min(ratio):
-        w, h = width, round(width / min(ratio))
-    elif in_ratio > max(ratio):
-        h, w = height, round(height * max(ratio))
-    else:
-        w, h = width, height
-    return (height - h) // 2, (width - w) // 2, h, w
-
-
-def resized_crop(
-    image: torch.Tensor, top: int, left: int, height: int, width: int, size: int
-) -> torch.Tensor:
-    """Crop ``image[:, top:top+height, left:left+width]`` and resize it to ``size × size``."""
-    return _interpolate(image[:, top : top + height, left : left + width], (size, size))
-
-
-def resize_shorter_side(image: torch.Tensor, size: int) -> torch.Tensor:
-    """Resize so that the shorter side is ``size``, keeping the aspect ratio (longer side
-    ``int(size * long / short)``)."""
-    h, w = image.shape[-2:]
-    if h <= w:
-        new = (size, int(size * w / h))
-    else:
-        new = (int(size * h / w), size)
-    return _interpolate(image, new)
-
-
-def center_crop(image: torch.Tensor, size: int) -> torch.Tensor:
-    """The centred ``size × size`` window (offsets rounded to nearest).
-
-    Raises:
-        ValueError: the image is smaller than ``size``.
-    """
-    h, w = image.shape[-2:]
-    if h < size or w < size:
-        raise ValueError(f"center_crop: image {h}×{w} is smaller than the crop {size}")
-    top, left = int(round((h - size) / 2.0)), int(round((w - size) / 2.0))
-    return image[..., top : top + size, left : left + size]
-
-
-class TrainTransform:
-    """RandomResizedCrop to ``size`` then a random horizontal flip; uint8 ``[3, H, W]`` in/out."""
-
-    def __init__(
-        self,
-        size: int = 224,
-        scale: tuple[float, float] = (0.08, 1.0),
-        ratio: tuple[float, float] = (3 / 4, 4 / 3),
-        flip: bool = True,
-    ) -> None:
-        if size < 1 or not 0 < scale[0] <= scale[1] or not 0 < ratio[0] <= ratio[1]:
-            raise ValueError(
-                f"bad RandomResizedCrop settings: size {size}, scale {scale}, ratio {ratio}"
-            )
-        self.size, self.scale, self.ratio, self.flip = int(size), scale, ratio, flip
-
-    def __call__(
-        self, image: torch.Tensor, generator: torch.Generator | None = None
-    ) -> torch.Tensor:
-        box = random_resized_crop_box(*image.shape[-2:], generator, self.scale, self.ratio)
-        out = resized_crop(image, *box, self.size)
-        if self.flip and float(torch.rand(1, generator=generator)) < 0.5:
-            out = out.flip(-1)
-        return out
-
-
-class EvalTransform:
-    """Resize the shorter side to ``resize_size``, then centre-crop ``size``; uint8 in/out."""
-
-    def __init__(self, size: int = 224, resize_size: int | None = None) -> None:
-        resize_size = round(size * 256 / 224) if resize_size is None else int(resize_size)
-        if size < 1 or resize_size < size:
-            raise ValueError(
-                f"need 1 <= size <= resize_size, got size {size}, resize {resize_size}"
-            )
-        self.size, self.resize_size = int(size), resize_size
-
-    def __call__(
-        self, image: torch.Tensor, generator: torch.Generator | None = None
-    ) -> torch.Tensor:
-        del generator  # deterministic
-        return center_crop(resize_shorter_side(image, self.resize_size), self.size)
-
-
-# --------------------------------------------------------------------------------------------
 # the dataset
-
-
-@contextlib.contextmanager
-def _one_thread() -> Iterator[None]:
-    """Run torch single-threaded inside the block (restoring the thread count after it).
-
-    The per-image ops are far too small to gain from intra-op threads, and when the CPUs are
-    busy (training, other processes) their thread hand-offs cost 10-100× the work itself.
-    DataLoader workers are single-threaded already; this covers ``workers=0``.
-    """
-    threads = torch.get_num_threads()
-    if threads == 1:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
-FOLLOW_LINKS_ENV = "SPIKEBRIDGE_FOLLOW_LINKS"
-"""Set to 1 to follow symbolic links to directories by default (the CLI's ``--follow-links``)."""
-
-
-def _follow_default(follow_links: bool | None) -> bool:
-    if follow_links is not None:
-        return bool(follow_links)
-    return os.environ.get(FOLLOW_LINKS_ENV, "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def _find_classes(directory: Path, follow_links: bool = False) -> list[str]:
-    """Sorted names of the visible sub-folders of ``directory`` (links to folders only when
-    ``follow_links``)."""
-    with os.scandir(directory) as entries:
-        return sorted(e.name for e in entries
-                      if not e.name.startswith(".") and e.is_dir(follow_symlinks=follow_links))
-
-
-def _is_image(name: str) -> bool:
-    return not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS)
-
-
-def _directory_key(path: str | os.PathLike[str]) -> tuple[int, int] | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_dev, st.st_ino
-
-
-def _list_images(
-    directory: Path, classes: Sequence[str], follow_links: bool = False
-) -> tuple[list[str], list[int], int]:
-    """Relative paths (sorted within each class, sub-folders included), labels, and the number
-    of symbolic links to directories that were skipped.
-
-    Links to directories are not followed unless ``follow_links``. Links to image *files* are
-    always read. With ``follow_links`` every directory is entered at most once, by device and
-    inode: the split folder and every class folder are marked up front, and each class's own
-    tree (its real sub-folders) is listed before any link is followed — so a link back to an
-    ancestor (``val/a/loop -> ..``) neither loops nor lists an image twice, and a link into
-    another class's folder never moves that class's images under this one. A folder reached
-    only through links goes to the first class (in label order) whose tree links to it.
-    """
-    visited = {_directory_key(directory)}
-    class_dirs = []
-    for name in classes:
-        class_dir = directory / name
-        usable = class_dir.is_dir() and (follow_links or not class_dir.is_symlink())
-        key = _directory_key(class_dir) if usable else None
-        if key is not None and key in visited:  # the same folder under two class names
-            key = usable = None
-        class_dirs.append(class_dir if usable else None)
-        visited.add(key)
-    found: list[list[str]] = [[] for _ in class_dirs]
-    links: list[tuple[int, str]] = []  # links to directories met in the class trees
-
-    def walk(label: int, top: str | Path, follow: bool) -> None:
-        for dirpath, dirnames, filenames in os.walk(top, followlinks=follow):
-            kept = []
-            for d in sorted(dirnames):  # sorted: which path reaches a folder first is fixed
-                if d.startswith("."):
-                    continue
-                full = os.path.join(dirpath, d)
-                if not follow and os.path.islink(full):
-                    links.append((label, full))
-                    continue
-                key = _directory_key(full)
-                if key is None or key in visited:
-                    continue
-                visited.add(key)
-                kept.append(d)
-            dirnames[:] = kept
-            rel = os.path.relpath(dirpath, directory)
-            found[label] += [os.path.join(rel, f) for f in filenames if _is_image(f)]
-
-    for label, class_dir in enumerate(class_dirs):  # the real trees (os.walk never loops)
-        if class_dir is not None:
-            walk(label, class_dir, follow=False)
-    skipped = 0
-    if follow_links:
-        for label, link in links:  # then the links, each target entered once
-            key = _directory_key(link)
-            if key is not None and key not in visited:
-                visited.add(key)
-                walk(label, link, follow=True)
-    else:
-        with os.scandir(directory) as entries:
-            skipped = len(links) + sum(1 for e in entries if not e.name.startswith(".")
-                                       and e.is_symlink() and e.is_dir())
-    paths: list[str] = []
-    labels: list[int] = []
-    for label, files in enumerate(found):
-        files.sort()
-        paths += files
-        labels += [label] * len(files)
-    return paths, labels, skipped
 
 
 class ImageFolderDataset(Dataset):
@@ -672,23 +437,9 @@ def _candidates(name: str, root: Path) -> list[Path]:
     return [root]
 
 
-def _warn_linked_classes(train_dir: Path) -> None:
-    """Warn that linked class folders of ``train_dir`` are missing from the class list."""
-    with os.scandir(train_dir) as entries:
-        linked = sum(1 for e in entries if not e.name.startswith(".") and e.is_symlink()
-                     and e.is_dir())
-    if linked:
-        warnings.warn(
-            f"{train_dir}: {linked} class folder(s) are symbolic links, which are not followed, "
-            f"so their classes are missing from the class list; pass follow_links=True (CLI "
-            f"--follow-links) to read them",
-            stacklevel=3,
-        )
-
-
 def list_streaming_datasets() -> list[str]:
     """Names accepted by :func:`load_streaming_dataset`, sorted."""
-    return sorted(STREAMING_DATASETS)
+    return dataset_names(streaming=True)
 
 
 def load_streaming_dataset(
@@ -727,7 +478,7 @@ def load_streaming_dataset(
         DatasetFormatError: class folders of the split are not among the training classes.
     """
     key = dataset_key(name)
-    if key not in STREAMING_DATASETS:
+    if key not in list_streaming_datasets():
         raise ValueError(
             f"{name!r} is not a streamed dataset ({', '.join(list_streaming_datasets())}); "
             f"in-memory datasets are loaded with spikebridge.data.load_dataset"
@@ -769,199 +520,18 @@ def load_streaming_dataset(
 
 
 # --------------------------------------------------------------------------------------------
-# batching
+# registry
+
+_STREAMED_TRAIN = ("RandomResizedCrop(S, scale 0.08-1, ratio 3/4-4/3) + horizontal flip, "
+                   "normalise")
+_STREAMED_TEST = "resize the shorter side to S·256/224, centre crop S×S, normalise"
 
 
-def _item_seeds(seed: int, epoch: int, n: int) -> np.ndarray:
-    """One augmentation seed per dataset index, fixed by ``(seed, epoch)``."""
-    sequence = np.random.SeedSequence([seed % 2**64, epoch, 1])
-    return np.random.default_rng(sequence).integers(0, 2**63 - 1, size=n, dtype=np.int64)
+def _streamed_info(name: str, num_classes: int | None) -> DatasetInfo:
+    return DatasetInfo(name, num_classes, 3, None, IMAGENET_MEAN, IMAGENET_STD, "streamed", 0,
+                       _STREAMED_TRAIN, _STREAMED_TEST,
+                       loader=partial(load_streaming_dataset, name))
 
 
-class SeededSampler(Sampler):
-    """Yields ``(index, augmentation seed)`` pairs, shuffled per epoch from ``(seed, epoch)``."""
-
-    def __init__(self, n: int, shuffle: bool = False, seed: int = 0) -> None:
-        self.n, self.shuffle, self.seed, self.epoch = int(n), shuffle, int(seed), 0
-
-    def set_epoch(self, epoch: int) -> None:
-        """Use ``epoch`` for the next iteration (order and augmentation)."""
-        self.epoch = int(epoch)
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        order = _epoch_order(self.n, self.shuffle, self.seed, self.epoch)
-        seeds = _item_seeds(self.seed, self.epoch, self.n)
-        return ((i, int(seeds[i])) for i in order)
-
-
-def _epoch_order(n: int, shuffle: bool, seed: int, epoch: int) -> list[int]:
-    """The order one epoch visits ``n`` samples in: a permutation drawn from ``(seed, epoch)``."""
-    if not shuffle:
-        return list(range(n))
-    state = np.random.SeedSequence([seed % 2**64, epoch]).generate_state(1, np.uint64)
-    generator = torch.Generator().manual_seed(int(state[0]))
-    return torch.randperm(n, generator=generator).tolist()
-
-
-class _SeededDistributedSampler(DistributedSampler):
-    """:class:`DistributedSampler` (this rank's share) yielding ``(index, seed)`` pairs.
-
-    The epoch's order is :class:`SeededSampler`'s, and rank ``r`` of ``R`` takes positions
-    ``r, r + R, r + 2R, …`` of it (truncated or padded as :class:`DistributedSampler` does). So
-    the ``k``-th batches of ``b`` images of the ``R`` ranks together hold exactly the ``k``-th
-    batch of ``R·b`` images of one process: DDP with a per-rank batch of ``b`` sees the same
-    global batches as one process.
-    """
-
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        n = len(self.dataset)
-        order = _epoch_order(n, self.shuffle, self.seed, self.epoch)
-        if self.drop_last:
-            order = order[: self.total_size]
-        else:
-            padding = self.total_size - len(order)
-            order += (order * math.ceil(padding / max(len(order), 1)))[:padding]
-        seeds = _item_seeds(self.seed, self.epoch, n)
-        share = order[self.rank : self.total_size : self.num_replicas]
-        return ((i, int(seeds[i])) for i in share)
-
-
-class _Guarded(Dataset):
-    """Wraps a dataset so that a corrupt image becomes a record, not a worker exception."""
-
-    def __init__(self, dataset: ImageFolderDataset) -> None:
-        self.dataset = dataset
-
-    def __getattr__(self, name: str) -> Any:  # loader.dataset.classes etc. reach the dataset
-        if name == "dataset":  # not set yet (during unpickling in a spawned worker)
-            raise AttributeError(name)
-        return getattr(self.dataset, name)
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, key: tuple[int, int]) -> tuple[Any, int, tuple[str, str] | None]:
-        try:
-            x, y = self.dataset.load(*key)
-        except CorruptImageError as exc:
-            return None, -1, (exc.path, exc.reason)
-        return x, y, None
-
-
-def _collate(items: list[tuple[Any, int, tuple[str, str] | None]]):
-    good = [(x, y) for x, y, failure in items if failure is None]
-    failures = [failure for _, _, failure in items if failure is not None]
-    if not good:
-        return torch.empty(0), torch.empty(0, dtype=torch.int64), failures
-    with _one_thread():  # a memory copy: threads only add hand-offs
-        x = torch.stack([x for x, _ in good])
-    y = torch.tensor([y for _, y in good], dtype=torch.int64)
-    return x, y, failures
-
-
-class StreamingLoader(EpochCounter, DataLoader):
-    """A :class:`DataLoader` yielding ``(x, y)`` batches with the epoch logic of ``BatchLoader``.
-
-    Every ``iter()`` uses the current epoch (shuffle order and augmentation seeds) and then
-    advances it; :meth:`set_epoch` replays an epoch. Build it with :func:`make_loader`.
-
-    Attributes:
-        skip_corrupt: drop unreadable images (else raise :class:`CorruptImageError`).
-        skipped: ``(path, reason)`` of every image dropped so far.
-    """
-
-    def __init__(self, *args: Any, skip_corrupt: bool = False, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.skip_corrupt = skip_corrupt
-        self.skipped: list[tuple[str, str]] = []
-        self._epoch = 0
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        self.sampler.set_epoch(self._next_epoch())
-        return self._batches()
-
-    def _batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        skipped = 0
-        for x, y, failures in super().__iter__():
-            if failures:
-                if not self.skip_corrupt:
-                    path, reason = failures[0]
-                    raise CorruptImageError(path, reason) from None
-                self.skipped += failures
-                skipped += len(failures)
-            if len(y):
-                yield x, y
-        if skipped:
-            first = self.skipped[-skipped][0]
-            warnings.warn(
-                f"skipped {skipped} unreadable image(s) this epoch (first: {first}); "
-                f"see loader.skipped",
-                stacklevel=2,
-            )
-
-
-def make_loader(
-    dataset: ImageFolderDataset,
-    batch_size: int,
-    shuffle: bool = False,
-    workers: int = 0,
-    seed: int = 0,
-    distributed: bool | None = False,
-    *,
-    drop_last: bool = False,
-    skip_corrupt: bool = False,
-    pin_memory: bool | None = None,
-) -> StreamingLoader:
-    """Batch a streamed dataset with worker processes.
-
-    Batches ``(x, y)``: float32 ``[B, 3, S, S]`` and int64 ``[B]``. The shuffle order and every
-    image's augmentation are fixed by ``(seed, epoch)`` and the image's index, so any number of
-    workers yields the same batches.
-
-    Args:
-        dataset: an :class:`ImageFolderDataset` (or anything with ``load(index, seed)``).
-        batch_size: images per batch.
-        shuffle: a fresh order every epoch.
-        workers: decoding processes (0 decodes in the calling process).
-        seed: base seed of order and augmentation.
-        distributed: use a :class:`DistributedSampler` (this rank's share of every epoch);
-            ``None`` does so exactly when ``torch.distributed`` is initialised.
-        drop_last: drop the final short batch.
-        skip_corrupt: drop unreadable images (warning once per epoch, listing them in
-            ``loader.skipped``) instead of raising :class:`CorruptImageError`.
-        pin_memory: page-locked batches for fast GPU copies; default: when CUDA is available.
-
-    Raises:
-        ValueError: bad ``batch_size``/``workers``, or ``distributed=True`` without an
-            initialised process group.
-    """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-    if workers < 0:
-        raise ValueError(f"workers must be >= 0, got {workers}")
-    initialised = torch.distributed.is_available() and torch.distributed.is_initialized()
-    if distributed is None:
-        distributed = initialised
-    if distributed:
-        if not initialised:
-            raise ValueError(
-                "distributed=True needs torch.distributed.init_process_group() to be called first"
-            )
-        sampler: Sampler = _SeededDistributedSampler(
-            dataset, shuffle=shuffle, seed=seed, drop_last=drop_last
-        )
-    else:
-        sampler = SeededSampler(len(dataset), shuffle=shuffle, seed=seed)
-    return StreamingLoader(
-        _Guarded(dataset),
-        batch_size=batch_size,
-        sampler=sampler,
-        num_workers=workers,
-        collate_fn=_collate,
-        pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory,
-        drop_last=drop_last,
-        skip_corrupt=skip_corrupt,
-    )
+register_dataset(_streamed_info("imagenet", 1000))
+register_dataset(_streamed_info("imagefolder", None))  # the classes are the data's folders

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from spikebridge.data.augment import Augmentation
-from spikebridge.data.datasets import ImageDataset
+from spikebridge.data.image_dataset import ImageDataset
 from spikebridge.data.transforms import normalize, to_float
 
 __all__ = ["BatchLoader"]

@@ -1,36 +1,62 @@
-"""What each registered dataset is: classes, channels, image size, normalisation, transforms.
+"""The dataset registry: one :class:`DatasetInfo` per name ``--dataset`` accepts.
 
-One :class:`DatasetInfo` per name accepted by ``--dataset`` (``spikebridge info`` prints them;
-docs/data.md explains them). It is the reference the loaders are tested against
-(``tests/test_data.py``) and where training reads its default augmentation from.
+A record holds both what a dataset is (classes, channels, image size, normalisation, where it
+is held, its default transforms) and the function that loads it. :func:`load_dataset
+<spikebridge.data.datasets.load_dataset>`, :func:`list_datasets
+<spikebridge.data.datasets.list_datasets>`, :data:`STREAMING_DATASETS
+<spikebridge.data.datasets.STREAMING_DATASETS>`, :func:`load_streaming_dataset
+<spikebridge.data.imagefolder.load_streaming_dataset>`, ``spikebridge info`` (which prints
+:data:`DATASETS`; docs/data.md explains the facts) and training's default augmentation all read
+these records; ``tests/test_data.py`` checks the facts against what each loader produces.
+
+This module holds only the registry mechanics and imports nothing else of
+:mod:`spikebridge.data`, so every module defining a loader can import it. The records are
+registered when their modules are imported; :mod:`spikebridge.data` imports all of them (through
+:mod:`spikebridge.data.datasets`), and Python runs that package ``__init__`` before any of its
+modules, so the registry is complete whenever anything of :mod:`spikebridge.data` is imported.
+
+How to add a dataset — everything goes in the module that defines its loader:
+
+1. write the loader: ``loader(split, data_dir) -> ImageDataset`` for a dataset held in memory
+   (``split`` is ``"train"`` or ``"test"``, checked by ``load_dataset``), or
+   ``loader(split, data_dir, **options) -> ImageFolderDataset`` for a streamed one;
+2. right after it, register its record: ``register_dataset(memory_dataset_info(...,
+   loader=...))`` (:func:`spikebridge.data.image_dataset.memory_dataset_info`) or
+   ``register_dataset(DatasetInfo(..., storage="streamed", loader=...))``;
+3. a new module must also be imported by :mod:`spikebridge.data.datasets` (the public face),
+   which is what registers it.
+
+Nothing else lists the datasets: the names known to ``load_dataset``, ``dataset_info``,
+``spikebridge info`` and the error messages are all generated from the records.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
-from spikebridge.data.cifar import CIFAR10_MEAN, CIFAR10_STD, CIFAR100_MEAN, CIFAR100_STD
-from spikebridge.data.datasets import (
-    FASHION_MNIST_MEAN,
-    FASHION_MNIST_STD,
-    MNIST_MEAN,
-    MNIST_STD,
-    dataset_key,
-)
-from spikebridge.data.imagefolder import IMAGENET_MEAN, IMAGENET_STD
-
-__all__ = ["DATASETS", "DatasetInfo", "dataset_info"]
+__all__ = [
+    "DATASETS",
+    "DatasetInfo",
+    "dataset_info",
+    "dataset_key",
+    "dataset_names",
+    "register_dataset",
+]
 
 
 @dataclass(frozen=True)
 class DatasetInfo:
-    """A dataset's fixed properties.
+    """A dataset's fixed properties, and its loader.
 
     ``num_classes`` is ``None`` when the data defines it (an image-folder tree's class
     folders); ``image_size`` is ``None`` for streamed datasets, whose images are cropped to
     ``--image-size`` (default 224); ``mean``/``std`` are ``None`` when computed from the
     training split (scikit-learn's digits). ``crop_padding`` is the zero padding of the random
-    crop in-memory training uses (0: streamed, augmented per image instead).
+    crop in-memory training uses (0: streamed, augmented per image instead). ``loader`` loads a
+    split: ``loader(split, data_dir)`` (streamed datasets also take the options of
+    :func:`spikebridge.data.load_streaming_dataset`); it is left out of ``repr`` and ``==``.
     """
 
     name: str
@@ -43,37 +69,48 @@ class DatasetInfo:
     crop_padding: int
     train_transform: str
     test_transform: str
+    loader: Callable[..., Any] = field(kw_only=True, repr=False, compare=False)
+
+    @property
+    def streaming(self) -> bool:
+        """Whether the dataset is read image by image from disk (``storage == "streamed"``)."""
+        return self.storage == "streamed"
 
 
-_MEMORY_TEST = "none (scale to [0, 1], normalise)"
-_STREAMED_TRAIN = ("RandomResizedCrop(S, scale 0.08-1, ratio 3/4-4/3) + horizontal flip, "
-                   "normalise")
-_STREAMED_TEST = "resize the shorter side to S·256/224, centre crop S×S, normalise"
+DATASETS: dict[str, DatasetInfo] = {}
+"""Every registered dataset by name: those held in memory, then the streamed ones, each group
+sorted by name."""
 
 
-def _memory_train(padding: int) -> str:
-    return (f"random crop with zero padding {padding} + horizontal flip (per batch; AutoAugment "
-            "and Cutout on request), normalise")
+def dataset_key(name: str) -> str:
+    """The registry spelling of a dataset name: ``Fashion_MNIST`` → ``fashion-mnist``."""
+    return name.strip().lower().replace("_", "-")
 
 
-DATASETS: dict[str, DatasetInfo] = {info.name: info for info in (
-    DatasetInfo("fashion-mnist", 10, 1, (28, 28), FASHION_MNIST_MEAN, FASHION_MNIST_STD,
-                "memory", 2, _memory_train(2), _MEMORY_TEST),
-    DatasetInfo("mnist", 10, 1, (28, 28), MNIST_MEAN, MNIST_STD, "memory", 2,
-                _memory_train(2), _MEMORY_TEST),
-    DatasetInfo("digits", 10, 1, (8, 8), None, None, "memory", 2, _memory_train(2),
-                _MEMORY_TEST),
-    DatasetInfo("cifar10", 10, 3, (32, 32), CIFAR10_MEAN, CIFAR10_STD, "memory", 4,
-                _memory_train(4), _MEMORY_TEST),
-    DatasetInfo("cifar100", 100, 3, (32, 32), CIFAR100_MEAN, CIFAR100_STD, "memory", 4,
-                _memory_train(4), _MEMORY_TEST),
-    DatasetInfo("cifar100-coarse", 20, 3, (32, 32), CIFAR100_MEAN, CIFAR100_STD, "memory", 4,
-                _memory_train(4), _MEMORY_TEST),
-    DatasetInfo("imagenet", 1000, 3, None, IMAGENET_MEAN, IMAGENET_STD, "streamed", 0,
-                _STREAMED_TRAIN, _STREAMED_TEST),
-    DatasetInfo("imagefolder", None, 3, None, IMAGENET_MEAN, IMAGENET_STD, "streamed", 0,
-                _STREAMED_TRAIN, _STREAMED_TEST),
-)}
+def register_dataset(info: DatasetInfo) -> DatasetInfo:
+    """Add ``info`` to :data:`DATASETS` (and return it).
+
+    Raises:
+        ValueError: the name is not in registry spelling (:func:`dataset_key`), the storage is
+            neither ``"memory"`` nor ``"streamed"``, or the name is registered already.
+    """
+    if info.name != dataset_key(info.name):
+        raise ValueError(f"dataset name {info.name!r} must be spelled {dataset_key(info.name)!r}")
+    if info.storage not in ("memory", "streamed"):
+        raise ValueError(
+            f"{info.name}: storage must be 'memory' or 'streamed', got {info.storage!r}"
+        )
+    if info.name in DATASETS:
+        raise ValueError(f"dataset {info.name!r} is registered already")
+    records = sorted([*DATASETS.values(), info], key=lambda r: (r.streaming, r.name))
+    DATASETS.clear()  # the same dict object, re-ordered: modules may hold a reference to it
+    DATASETS.update((record.name, record) for record in records)
+    return info
+
+
+def dataset_names(*, streaming: bool) -> list[str]:
+    """Sorted names of the registered datasets that are streamed from disk (or held in memory)."""
+    return sorted(name for name, info in DATASETS.items() if info.streaming == streaming)
 
 
 def dataset_info(name: str) -> DatasetInfo:

@@ -1,6 +1,6 @@
-"""The recipe interface every conversion method implements.
+"""The interface every conversion method implements.
 
-A recipe says how one ANN activation becomes a spiking neuron (threshold, initial potential,
+A method says how one ANN activation becomes a spiking neuron (threshold, initial potential,
 reset, calibration). The graph rewrite in :mod:`spikebridge.convert` is the same for every
 method; adding a method means adding one module in this package and registering it.
 """

@@ -22,6 +22,7 @@ from ..if_kernel import fused_presimulation
 from ..limits import MAX_ITERATIONS, MAX_STEPS, ResourceLimitError, check_integer
 from ..neurons import IFNeuron, integrate_and_fire
 from .base import ActivationSite, ConversionMethod, require_threshold
+from .registry import register_method
 
 __all__ = [
     "COSMethod",
@@ -221,6 +222,7 @@ class OffsetSpikeCalibration:
         )
 
 
+@register_method
 class COSMethod(ConversionMethod):
     """QCFS conversion (§3.3) plus offset-spike calibration of every IF neuron (§4)."""
 

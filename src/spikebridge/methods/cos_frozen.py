@@ -24,6 +24,7 @@ import torch
 from ..neurons import IFNeuron
 from .base import ActivationSite, ConversionMethod, Preparation
 from .cos import COSMethod
+from .registry import register_method
 
 __all__ = ["FrozenCOSMethod"]
 
@@ -46,6 +47,7 @@ class _Recorder:
         return v
 
 
+@register_method
 class FrozenCOSMethod(ConversionMethod):
     """COS calibration averaged over data into a static per-neuron v(0) (module docstring)."""
 

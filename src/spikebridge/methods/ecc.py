@@ -28,10 +28,12 @@ from typing import Any, ClassVar
 from ..network import SpikingNetwork
 from .base import Preparation
 from .normalized import DataNormalizedMethod, check_fraction
+from .registry import register_method
 
 __all__ = ["ECCMethod"]
 
 
+@register_method
 class ECCMethod(DataNormalizedMethod):
     """ECC conversion with switchable CN / TRE / CMB (see the module docstring)."""
 

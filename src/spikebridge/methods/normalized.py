@@ -1,4 +1,4 @@
-r"""Shared recipe of the data-based methods for plain ReLU networks (docs/methods.md §7.3, §7.9).
+r"""What the data-based methods share for plain ReLU networks (docs/methods.md §7.3, §7.9).
 
 Rueckauer's max/robust normalization, threshold balancing, RMP-SNN, OPI and ECC all convert an
 ordinary ReLU ANN the same way and differ only in four choices, which this base class holds:

@@ -10,10 +10,12 @@ from __future__ import annotations
 from typing import ClassVar
 
 from .normalized import DataNormalizedMethod
+from .registry import register_method
 
 __all__ = ["OPIMethod"]
 
 
+@register_method
 class OPIMethod(DataNormalizedMethod):
     """Normalized ReLU network with :math:`v(0) = \\theta/2` (OPI)."""
 

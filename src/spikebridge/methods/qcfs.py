@@ -6,10 +6,12 @@ from typing import Any
 
 from ..neurons import IFNeuron
 from .base import ActivationSite, ConversionMethod, require_threshold
+from .registry import register_method
 
 __all__ = ["QCFSMethod"]
 
 
+@register_method
 class QCFSMethod(ConversionMethod):
     r"""Map every activation to an IF neuron with reset-by-subtraction (docs/methods.md §3.3).
 

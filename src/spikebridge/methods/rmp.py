@@ -13,10 +13,12 @@ from __future__ import annotations
 from typing import ClassVar
 
 from .normalized import DataNormalizedMethod
+from .registry import register_method
 
 __all__ = ["RMPMethod"]
 
 
+@register_method
 class RMPMethod(DataNormalizedMethod):
     """Max-normalized soft-reset network with thresholds × ``scale`` (RMP-SNN)."""
 

@@ -12,10 +12,12 @@ from __future__ import annotations
 from typing import ClassVar
 
 from .normalized import DataNormalizedMethod
+from .registry import register_method
 
 __all__ = ["MaxNormMethod", "RobustNormMethod"]
 
 
+@register_method
 class MaxNormMethod(DataNormalizedMethod):
     """Rueckauer 2017 weight normalization by the maximum activation (p = 100)."""
 
@@ -28,6 +30,7 @@ class MaxNormMethod(DataNormalizedMethod):
         super().__init__(percentile=percentile, fold_epsilon=fold_epsilon, zeros=zeros)
 
 
+@register_method
 class RobustNormMethod(DataNormalizedMethod):
     """Rueckauer 2017 "robust" normalization by the 99.9th percentile activation."""
 

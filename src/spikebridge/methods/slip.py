@@ -6,10 +6,12 @@ from typing import Any, ClassVar
 
 from ..neurons import IFNeuron
 from .base import ActivationSite, ConversionMethod, require_threshold
+from .registry import register_method
 
 __all__ = ["SlipMethod"]
 
 
+@register_method
 class SlipMethod(ConversionMethod):
     r"""Map every :class:`~spikebridge.activations.SlipReLU` to a soft-reset IF neuron (§5.3).
 

@@ -2,7 +2,7 @@ r"""Symmetric-threshold ReLU and its baselines (Han et al., MIR 2023; docs/metho
 
 **Reconstruction.** Only the paper's abstract was available; its formulas, neuron model and
 settings were not recovered (§6.2 is our best-supported reading, every formula an assumption).
-Three recipes, one per activation the abstract compares:
+Three methods, one per activation the abstract compares:
 
 * ``"strelu"`` — :class:`~spikebridge.activations.SymmetricThresholdReLU`,
   :math:`\mathrm{clip}(z, -\theta, \theta)`, becomes a *signed* IF neuron with thresholds
@@ -37,6 +37,7 @@ from typing import Any, ClassVar
 
 from ..neurons import IFNeuron
 from .base import ActivationSite, ConversionMethod, WrongSourceModelError, require_threshold
+from .registry import register_method
 
 __all__ = ["LeakyThresholdMethod", "StReLUMethod", "ThresholdReLUMethod"]
 
@@ -48,6 +49,7 @@ def _check_v0(v0: float) -> float:
     return v0
 
 
+@register_method
 class StReLUMethod(ConversionMethod):
     r"""stReLU → signed IF neuron, thresholds :math:`\pm\theta`, :math:`v(0) = v_0\theta`.
 
@@ -72,6 +74,7 @@ class StReLUMethod(ConversionMethod):
         return {"v0": self.v0}
 
 
+@register_method
 class LeakyThresholdMethod(ConversionMethod):
     r"""Asymmetric-threshold LeakyReLU → signed IF neuron: :math:`+\theta` (spike θ),
     :math:`-\theta_-/\alpha` (spike :math:`-\theta_-`), :math:`v(0) = v_0\theta`.
@@ -106,6 +109,7 @@ class LeakyThresholdMethod(ConversionMethod):
         return {"v0": self.v0}
 
 
+@register_method
 class ThresholdReLUMethod(ConversionMethod):
     """Threshold (clipped) ReLU → unsigned soft-reset IF neuron, θ, ``v(0) = 0`` (§6.2 baseline).
 

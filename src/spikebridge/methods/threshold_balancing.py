@@ -24,10 +24,12 @@ from ..normalization import normalize_weights
 from ..simulate import check_steps, simulate
 from .base import Preparation
 from .normalized import DataNormalizedMethod
+from .registry import register_method
 
 __all__ = ["ThresholdBalancingMethod"]
 
 
+@register_method
 class ThresholdBalancingMethod(DataNormalizedMethod):
     """Thresholds = maximum input current, balanced layer by layer (hard reset)."""
 

@@ -17,8 +17,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from spikebridge.models import register_model
 from spikebridge.models.initialization import init_conv_bn
+from spikebridge.models.registry import register_model
 
 __all__ = ["BasicBlock", "ResNet", "resnet18", "resnet20", "resnet34", "resnet34_imagenet"]
 

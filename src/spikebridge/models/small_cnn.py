@@ -15,8 +15,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from spikebridge.models import register_model
 from spikebridge.models.initialization import init_conv_bn
+from spikebridge.models.registry import register_model
 
 __all__ = ["FashionCNN", "fashion_cnn"]
 
