@@ -14,6 +14,7 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from ._version import __version__
 from .atomic_io import json_bytes
@@ -54,13 +55,18 @@ def _manifest_bytes(files: Mapping[str, bytes], epoch: int | None) -> bytes:
     })
 
 
-def _parse_manifest(path: Path, data: bytes) -> dict:
+def _json_of(path: Path, data: bytes) -> Any:
+    """``data`` (the bytes of ``path``) as JSON; anything else is a corrupt checkpoint."""
     try:
-        manifest = json.loads(data)
+        return json.loads(data)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CheckpointError(
             f"{path} is not valid JSON ({exc}); the checkpoint is corrupt"
         ) from exc
+
+
+def _parse_manifest(path: Path, data: bytes) -> dict:
+    manifest = _json_of(path, data)
     if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
         found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
         raise CheckpointError(
@@ -85,12 +91,7 @@ def _parse_manifest(path: Path, data: bytes) -> dict:
 
 
 def _parse_config(path: Path, data: bytes) -> dict:
-    try:
-        config = json.loads(data)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(
-            f"{path} is not valid JSON ({exc}); the checkpoint is corrupt"
-        ) from exc
+    config = _json_of(path, data)
     if not isinstance(config, dict):
         raise CheckpointError(f"{path} is not a JSON object; the checkpoint is corrupt")
     missing = [k for k in _CONFIG_FIELDS if k not in config]
