@@ -32,6 +32,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+from your_model import fit  # bench/ is on sys.path when a bench script runs
 
 import spikebridge as sb
 from spikebridge.activations import QCFS, ClippedReLU
@@ -60,19 +61,6 @@ class PoolNet(nn.Module):
         x = self.pool1(self.act1(self.bn1(self.conv1(x))))
         x = self.pool2(self.act2(self.bn2(self.conv2(x))))
         return self.fc(self.act3(self.bn3(self.conv3(x))).mean((2, 3)))
-
-
-def fit(model: nn.Module, train: BatchLoader, epochs: int, lr: float) -> None:
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs * len(train))
-    model.train()
-    for _ in range(epochs):
-        for x, y in train:
-            optimizer.zero_grad()
-            F.cross_entropy(model(x), y).backward()
-            optimizer.step()
-            schedule.step()
-    model.eval()
 
 
 class _Sums:

@@ -78,9 +78,6 @@ def split_time_invariant(gm: fx.GraphModule) -> TimeSplit:
     """Split ``gm`` into the part that depends only on the (constant) input and the rest."""
     graph = gm.graph
 
-    def is_neuron(node: fx.Node) -> bool:
-        return is_neuron_node(gm, node)
-
     dynamic = time_dependent_nodes(gm)
     boundary = [
         node for node in graph.nodes
@@ -102,7 +99,7 @@ def split_time_invariant(gm: fx.GraphModule) -> TimeSplit:
             env[node] = body_graph.node_copy(node, lambda n: env[n])
     # decided on the unfused graph: a constant feeding a residual add is repeated over time in
     # layer-wise execution, as the add needs, also once the add has moved into the neuron
-    neuron_only = [all(is_neuron(user) for user in node.users) for node in boundary]
+    neuron_only = [all(is_neuron_node(gm, user) for user in node.users) for node in boundary]
     body = fx.GraphModule(gm, body_graph, "SpikingBody")
     fuse_residual_currents(body)
     return TimeSplit(fx.GraphModule(gm, prefix_graph, "TimeInvariantPrefix"), body, neuron_only)

@@ -159,10 +159,6 @@ class CIFAR10DVS(EventDataset):
         self._paths = PathTable(self.directory, rel)
         self._labels = np.asarray(labels, dtype=np.int64)
 
-    def source(self, i: int) -> Path:
-        i = self._check_index(i)
-        return self._paths[i]
-
     def _read(self, i: int) -> np.ndarray:
         path = self._paths[i]
         if path.suffix.lower() == ".npz":

@@ -42,9 +42,11 @@ class EventDataset:
     def _read(self, i: int) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def source(self, i: int) -> Path:  # pragma: no cover - abstract
-        """The file sample ``i`` is read from."""
-        raise NotImplementedError
+    def source(self, i: int) -> Path:
+        """The file sample ``i`` is read from (``self._paths``, set by ``_build_index``, unless
+        a subclass stores its files otherwise)."""
+        i = self._check_index(i)
+        return self._paths[i]
 
     # -- common --------------------------------------------------------------------------------
     def _ensure_index(self) -> np.ndarray:

@@ -91,9 +91,5 @@ class NMNIST(EventDataset):
         self._paths = PathTable(self.directory, rel)
         self._labels = np.asarray(labels, dtype=np.int64)
 
-    def source(self, i: int) -> Path:
-        i = self._check_index(i)
-        return self._paths[i]
-
     def _read(self, i: int) -> np.ndarray:
         return read_nmnist_file(self._paths[i], sensor_size=self.sensor_size)
