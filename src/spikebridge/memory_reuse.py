@@ -12,7 +12,9 @@ COS run, about 30 % of the SNN's and 40 % of COS's time at T = 4 (docs/benchmark
 ANN forward suffers much less: its buffers are freed and re-used within one forward pass.
 
 :func:`retain_freed_memory` sets glibc's ``M_MMAP_THRESHOLD`` and ``M_TRIM_THRESHOLD`` so that
-large blocks come from the heap and freed memory stays there for the next batch — what
+large blocks come from the heap and freed memory stays there for the next batch (where a glibc
+caps the threshold below the largest blocks, it sets ``M_MMAP_MAX`` to 0 instead, so that no
+block is mmap'd) — what
 ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` do when set before start-up, and what
 jemalloc or tcmalloc (the allocators Intel's PyTorch CPU tuning guide recommends) do by
 design. The cost: the process keeps its peak heap instead of giving memory back between
@@ -36,6 +38,7 @@ __all__ = ["ENVIRONMENT_SWITCH", "RETAINED_BLOCK_BYTES", "retain_freed_memory",
 # glibc's mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
+_M_MMAP_MAX = -4
 # blocks up to this size come from the heap; freed heap memory is kept up to twice this
 RETAINED_BLOCK_BYTES = 1 << 30
 ENVIRONMENT_SWITCH = "SPIKEBRIDGE_RETAIN_FREED_MEMORY"
@@ -77,15 +80,21 @@ def retain_freed_memory(*, respect_environment: bool = True) -> bool:
     libc.mallopt.restype = ctypes.c_int
     # trim first: raising the mmap threshold alone would keep glibc's dynamic trim threshold
     trimmed = libc.mallopt(_M_TRIM_THRESHOLD, 2 * RETAINED_BLOCK_BYTES - 1)
-    # glibc < 2.35 caps the mmap threshold at 32 MiB (on 64-bit): take that where it must
-    mapped = libc.mallopt(_M_MMAP_THRESHOLD, RETAINED_BLOCK_BYTES) or libc.mallopt(
-        _M_MMAP_THRESHOLD, 32 << 20)
+    if libc.mallopt(_M_MMAP_THRESHOLD, RETAINED_BLOCK_BYTES):
+        how = f"blocks up to {RETAINED_BLOCK_BYTES >> 20} MiB from the heap"
+        mapped = True
+    else:
+        # A glibc that caps the threshold (at HEAP_MAX_SIZE / 2, 32 MiB on 64-bit) would still
+        # map and unmap every larger block -- a T·B frame of a VGG layer is more. Allowing no
+        # mmap'd block at all serves every size from the heap instead (glibc still falls back
+        # to mmap by itself where the heap cannot grow).
+        how = "every block from the heap; this glibc caps the mmap threshold"
+        mapped = libc.mallopt(_M_MMAP_MAX, 0)
     if not (trimmed and mapped):
         _status = "refused by this glibc's mallopt; the allocator's defaults apply"
         return False
     _active = True
-    _status = (f"on: glibc keeps freed memory (blocks up to {RETAINED_BLOCK_BYTES >> 20} MiB "
-               "from the heap)")
+    _status = f"on: glibc keeps freed memory ({how})"
     return True
 
 
