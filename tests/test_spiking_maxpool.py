@@ -18,7 +18,8 @@ from torch import nn
 
 import spikebridge as sb
 from spikebridge.activations import QCFS, ClippedReLU
-from spikebridge.neurons import IFNeuron, sequence_mode
+from spikebridge.neurons import sequence_mode
+from spikebridge.nir_export import NirExportError, export_nir
 from spikebridge.spiking_maxpool import SpikingMaxPool2d
 from spikebridge.tracing import set_module
 
@@ -275,7 +276,7 @@ def test_pool_state_is_reset_between_batches(monkeypatch):
     assert all(m.accumulated is None and m.winner is None for m in snn.network.modules()
                if isinstance(m, SpikingMaxPool2d))
     # the check can fail: pools that the network does not reset carry the first batch's counts
-    monkeypatch.setattr(IFNeuron, "reset_together", lambda self, layer: None)
+    monkeypatch.setattr(SpikingMaxPool2d, "reset_state", lambda self: None)
     leaky = sb.convert(net, "qcfs")
     sb.simulate(leaky, first, 6, mode="step")
     assert not torch.equal(sb.simulate(leaky, second, 6, mode="step"),
@@ -380,3 +381,25 @@ def test_converted_cnn_with_max_pooling_approaches_its_ann_as_t_grows():
     assert agreement >= 0.9
     ungated_error, _ = errors(ungated)
     assert ungated_error[128] > 5 * error[128]
+
+
+@pytest.mark.parametrize("method", ["qcfs", "cos"])
+def test_a_saved_snn_with_max_pools_loads_back_bit_for_bit(method, tmp_path):
+    """Spiking pools (module, reused module, F.max_pool2d) and a plain one on the constant input
+    survive save_snn/load_snn; the loaded network resets their state between batches too."""
+    net = _pool_net()
+    first, second = torch.rand(4, 1, 13, 13) * 3, torch.rand(4, 1, 13, 13)
+    snn = sb.convert(net, method, input_shape=(1, 13, 13))
+    sb.save_snn(snn, tmp_path / "snn")
+    loaded = sb.load_snn(tmp_path / "snn")
+    kinds = sorted(type(m).__name__ for m in loaded.network.modules()
+                   if isinstance(m, nn.MaxPool2d | SpikingMaxPool2d))
+    assert kinds == ["MaxPool2d"] + ["SpikingMaxPool2d"] * 4
+    for batch in (first, second):  # the second batch must not see the first one's counts
+        assert torch.equal(sb.simulate(loaded, batch, 6), sb.simulate(snn, batch, 6))
+
+
+def test_nir_export_refuses_max_pooling_and_says_what_to_do():
+    snn = sb.convert(_pool_net(), "qcfs", input_shape=(1, 13, 13))
+    with pytest.raises(NirExportError, match=r"no max-pooling node.*maxpool='avg'"):
+        export_nir(snn)

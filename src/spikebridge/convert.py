@@ -14,9 +14,9 @@ Three explicit passes over one traced graph, in the spirit of PyTorch's FX quant
    (``features.2`` stays ``features.2``), so ANN and SNN layers line up for analysis. Then every
    2-D max-pooling (``nn.MaxPool2d``, ``F.max_pool2d``, ``torch.max_pool2d``) whose input
    changes over time (computed from IF neurons) becomes a
-   :class:`~spikebridge.spiking_maxpool.SpikingMaxPool2d` (gated by accumulated spikes), reset
-   with the neurons that feed it; one fed only by the constant analog input stays an ordinary
-   max-pool, which is exact there (see that module's docstring).
+   :class:`~spikebridge.spiking_maxpool.SpikingMaxPool2d` (gated by accumulated spikes; the
+   network resets its state with the neurons'); one fed only by the constant analog input
+   stays an ordinary max-pool, which is exact there (see that module's docstring).
 """
 
 from __future__ import annotations
@@ -321,32 +321,13 @@ def _is_max_pool2d(gm: fx.GraphModule, node: fx.Node) -> bool:
     return node.op == "call_function" and node.target in _MAXPOOL2D_FUNCTIONS
 
 
-def _upstream_neurons(gm: fx.GraphModule, node: fx.Node) -> list[IFNeuron]:
-    """The IF neurons whose outputs reach ``node`` without passing through another one."""
-    found: list[IFNeuron] = []
-    frontier, seen = list(node.all_input_nodes), set()
-    while frontier:
-        current = frontier.pop()
-        if current in seen:
-            continue
-        seen.add(current)
-        module = gm.get_submodule(current.target) if current.op == "call_module" else None
-        if isinstance(module, IFNeuron):
-            if not any(n is module for n in found):
-                found.append(module)
-        else:
-            frontier.extend(current.all_input_nodes)
-    return found
-
-
 def spiking_max_pools(gm: fx.GraphModule) -> list[str]:
     """After the neurons are in place: every 2-D max-pool whose input changes over time (an IF
-    neuron is upstream) becomes a :class:`~spikebridge.spiking_maxpool.SpikingMaxPool2d`,
-    attached to the IF neurons feeding it (:meth:`~spikebridge.neurons.IFNeuron.reset_together`)
-    so that resetting the network resets its counts. A pool fed only by the constant input stays
-    as it is (exact; the time-invariant prefix computes it once). A module called at several
-    sites gets one spiking pool per time-varying call (each call has its own state). Returns the
-    names of the spiking pools."""
+    neuron is upstream) becomes a :class:`~spikebridge.spiking_maxpool.SpikingMaxPool2d` (a
+    stateful layer: :meth:`SpikingNetwork.reset_state` resets its counts with the neurons). A
+    pool fed only by the constant input stays as it is (exact; the time-invariant prefix
+    computes it once). A module called at several sites gets one spiking pool per time-varying
+    call (each call has its own state). Returns the names of the spiking pools."""
     dynamic: set[fx.Node] = set()
     calls: dict[str, int] = {}
     for node in gm.graph.nodes:
@@ -360,7 +341,6 @@ def spiking_max_pools(gm: fx.GraphModule) -> list[str]:
     for node in list(gm.graph.nodes):
         if node not in dynamic or not _is_max_pool2d(gm, node):
             continue
-        upstream = _upstream_neurons(gm, node)
         if node.op == "call_module":
             pool = SpikingMaxPool2d.from_module(gm.get_submodule(node.target))
             if calls[node.target] == 1:
@@ -371,8 +351,6 @@ def spiking_max_pools(gm: fx.GraphModule) -> list[str]:
         else:
             pool = SpikingMaxPool2d(**_max_pool2d_window(node))
             name = replace_with_module(gm, node, pool, node.name)
-        for neuron in upstream:
-            neuron.reset_together(pool)
         names.append(name)
     return names
 

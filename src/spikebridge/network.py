@@ -211,10 +211,17 @@ class SpikingNetwork(nn.Module):
                     found[node.target] = module
         return found
 
+    def stateful_layers(self) -> list[nn.Module]:
+        """Every layer that carries state across steps (it has a ``reset_state()``): the IF
+        neurons and any other, such as a spiking max-pool's accumulated counts
+        (:mod:`spikebridge.spiking_maxpool`)."""
+        return [module for module in self.network.modules()
+                if module is not self.network and callable(getattr(module, "reset_state", None))]
+
     def reset_state(self) -> None:
-        """Forget every neuron's membrane potential."""
-        for neuron in self.neurons().values():
-            neuron.reset_state()
+        """Forget all state: every neuron's membrane potential, every stateful layer's state."""
+        for layer in self.stateful_layers():
+            layer.reset_state()
 
     @property
     def split(self) -> TimeSplit:

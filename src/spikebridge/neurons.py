@@ -376,23 +376,8 @@ class IFNeuron(nn.Module):
         return self.negative is not None
 
     def reset_state(self) -> None:
-        """Forget the membrane potential (done by the simulator before every batch), and the
-        state of every layer attached with :meth:`reset_together`."""
+        """Forget the membrane potential (done by the simulator before every batch)."""
         self.v = None
-        for layer in self.__dict__.get("_reset_together", ()):
-            layer.reset_state()
-
-    def reset_together(self, layer: nn.Module) -> None:
-        """Reset ``layer`` (anything with ``reset_state()``) whenever this neuron is reset.
-
-        For a stateful layer whose state is built from this neuron's spikes — a spiking
-        max-pool's accumulated counts (:mod:`spikebridge.spiking_maxpool`): the simulator resets
-        a network through its IF neurons, so the converter attaches such a layer to the neurons
-        that feed it. A plain list, not a submodule: not in ``modules()`` or the state dict.
-        """
-        attached = self.__dict__.setdefault("_reset_together", [])
-        if not any(other is layer for other in attached):
-            attached.append(layer)
 
     def forward(self, current: torch.Tensor, addend: torch.Tensor | None = None) -> torch.Tensor:
         """One step (``[B, ...]``) or, in :func:`sequence_mode`, all steps (``[T*B, ...]``).

@@ -55,6 +55,7 @@ from .limits import UsageError
 from .methods import get_method
 from .network import SpikingNetwork
 from .neurons import IFNeuron
+from .spiking_maxpool import SpikingMaxPool2d
 
 __all__ = [
     "NIR_METADATA_KEY",
@@ -305,6 +306,11 @@ def _layer_node(nir: Any, name: str, module: nn.Module, in_shape: tuple[int, ...
         return nir.Flatten(input_type={"input": np.array(in_shape)}, start_dim=0,
                            end_dim=module.end_dim if module.end_dim < 0 else module.end_dim - 1,
                            metadata={NIR_METADATA_KEY: _clean(meta)})
+    if isinstance(module, (SpikingMaxPool2d, nn.MaxPool2d)):
+        raise NirExportError(
+            f"{name}: NIR has no max-pooling node (its pooling nodes are SumPool2d and "
+            "AvgPool2d), so a network with max-pooling cannot be exported; swap it for average "
+            "pooling before fine-tuning: spikebridge.to_qcfs(model, ..., maxpool='avg')")
     raise NirExportError(f"{name}: a {type(module).__name__} layer has no NIR counterpart here")
 
 

@@ -47,11 +47,13 @@ from .convert import (
     _DROPOUT_FUNCTIONS,
     _LINEAR_FUNCTIONS,
     _LINEAR_METHODS,
+    _MAXPOOL2D_FUNCTIONS,
     _SCALING_FUNCTIONS,
 )
 from .methods import get_method
 from .network import SpikingNetwork
 from .neurons import IFNeuron
+from .spiking_maxpool import SpikingMaxPool2d
 
 __all__ = ["SNN_FORMAT", "SNN_KIND", "SnnFormatError", "is_snn_config", "load_snn", "save_snn"]
 
@@ -77,7 +79,8 @@ def _function_key(fn: Any) -> str:
 
 
 _FUNCTIONS = {_function_key(f): f
-              for f in (*_LINEAR_FUNCTIONS, *_SCALING_FUNCTIONS, *_DROPOUT_FUNCTIONS)}
+              for f in (*_LINEAR_FUNCTIONS, *_SCALING_FUNCTIONS, *_DROPOUT_FUNCTIONS,
+                        *_MAXPOOL2D_FUNCTIONS)}
 _ATTRIBUTES = frozenset({"shape", "ndim", "dtype", "device"})
 _METHODS = frozenset(_LINEAR_METHODS) | {"mul", "div", "__mul__", "__truediv__"}
 
@@ -94,6 +97,9 @@ _LAYERS: dict[str, tuple[type[nn.Module], tuple[str, ...]]] = {
        for cls in (nn.AvgPool2d, nn.AvgPool3d)},
     **{cls.__name__: (cls, ("output_size",))
        for cls in (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d)},
+    # max-pooling: the spiking one (time-varying input) and the plain one (constant input)
+    **{cls.__name__: (cls, ("kernel_size", "stride", "padding", "dilation", "ceil_mode"))
+       for cls in (nn.MaxPool2d, SpikingMaxPool2d)},
     "Flatten": (nn.Flatten, ("start_dim", "end_dim")),
     "Unflatten": (nn.Unflatten, ("dim", "unflattened_size")),
     "Identity": (nn.Identity, ()),

@@ -72,9 +72,9 @@ W]``, time folded into the batch, scanned over the ``T`` frames with the same pe
 continuing from (and leaving) the same state — so step, layer and hybrid execution give
 bit-identical outputs (the outputs are copies of input values; only the comparisons decide).
 A ``[B, ...]`` input in sequence mode is constant over time and gets the plain max-pool.
-:meth:`reset_state` forgets the state; a converted network resets it with the IF neurons that
-feed the pool (:meth:`spikebridge.neurons.IFNeuron.reset_together`), i.e. whenever the
-simulator resets the network before a batch.
+:meth:`reset_state` forgets the state; a converted network resets it with its neurons'
+(:meth:`spikebridge.network.SpikingNetwork.reset_state` resets every stateful layer), i.e.
+whenever the simulator resets the network before a batch.
 """
 
 from __future__ import annotations
