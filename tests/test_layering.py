@@ -42,6 +42,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
 DEPRECATED_FORWARDS = {
     "energy": "MOVED_IN_0_2",
     "analysis": "MOVED_IN_0_2",
+    "simulate": "MOVED_IN_0_2",
 }
 
 

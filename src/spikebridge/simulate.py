@@ -21,7 +21,9 @@ harness above this module (:mod:`spikebridge.evaluation`).
 
 from __future__ import annotations
 
+import importlib
 import math
+import warnings
 
 import torch
 from torch import nn
@@ -244,3 +246,16 @@ def correct_over_time(outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tens
     running = outputs.cumsum(dim=0)
     correct = running.argmax(dim=-1) == labels.unsqueeze(0)
     return (correct & ~running.isnan().any(dim=-1)).sum(dim=1)
+
+
+# The harness left the engine in 0.2 (docs/architecture.md): its old names answer, with a warning.
+MOVED_IN_0_2 = {"evaluate": "spikebridge.evaluation", "Evaluation": "spikebridge.evaluation"}
+
+
+def __getattr__(name: str) -> object:
+    home = MOVED_IN_0_2.get(name)
+    if home is None:
+        raise AttributeError(f"module 'spikebridge.simulate' has no attribute {name!r}")
+    warnings.warn(f"spikebridge.simulate.{name} moved to {home}.{name}; the old name goes in "
+                  "0.3", DeprecationWarning, stacklevel=2)
+    return getattr(importlib.import_module(home), name)
