@@ -1,9 +1,10 @@
 """The worked example of docs/your-model.md, end to end on Fashion-MNIST: a user-written ReLU
 CNN (BatchNorm, max-pooling, a residual block, ``F.relu``, ``x.mean`` pooling) trained as ReLU,
-then ``to_qcfs(..., maxpool="avg")`` + fine-tuning, then QCFS and COS at T = 1, 2, 4, 8 beside
-both ANNs.
+then ``to_qcfs`` + fine-tuning by both max-pooling routes (``maxpool="keep"``: the SNN gets
+spiking max-pools; ``maxpool="avg"``: average pooling before fine-tuning), then QCFS and COS at
+T = 1, 2, 4, 8 beside both ANNs.
 
-    python bench/your_model.py --epochs 3 --finetune-epochs 2 --limit 2000 \\
+    python bench/your_model.py --epochs 3 --finetune-epochs 4 --limit 2000 \\
         --out bench/results/your_model.json
 """
 
@@ -65,8 +66,9 @@ def accuracy(model: nn.Module, test) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--finetune-epochs", type=int, default=2)
+    parser.add_argument("--finetune-epochs", type=int, default=4)
     parser.add_argument("--limit", type=int, default=2000)
+    parser.add_argument("--routes", default="keep,avg", help="max-pooling routes of to_qcfs")
     parser.add_argument("--out", type=Path, default=Path("bench/results/your_model.json"))
     args = parser.parse_args()
     torch.manual_seed(0)
@@ -80,7 +82,7 @@ def main() -> None:
     relu_accuracy = accuracy(relu, test)
     calibration = [(x, None) for x, _ in BatchLoader(train_set.subset(512, seed=1), 128)]
     results = {"relu_ann": relu_accuracy, "routes": {}}
-    for route in ("avg",):
+    for route in args.routes.split(","):
         qcfs = sb.to_qcfs(relu, 4, data=calibration, maxpool=route)
         before = accuracy(qcfs.eval(), test)
         fit(qcfs, train, args.finetune_epochs, 0.005)
@@ -94,7 +96,7 @@ def main() -> None:
         print(route, json.dumps(row))
     results["seconds"] = round(time.perf_counter() - start, 1)
     results["command"] = (f"python bench/your_model.py --epochs {args.epochs} --finetune-epochs "
-                          f"{args.finetune_epochs} --limit {args.limit}")
+                          f"{args.finetune_epochs} --limit {args.limit} --routes {args.routes}")
     print("ReLU ANN", relu_accuracy)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")

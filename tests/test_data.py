@@ -243,8 +243,8 @@ def test_unknown_name_and_split():
         load_dataset("cifar-1000")
     with pytest.raises(ValueError, match="split"):
         load_dataset("digits", split="validation")
-    assert list_datasets() == ["cifar10", "cifar100", "cifar100-coarse", "digits",
-                               "fashion-mnist", "mnist"]
+    assert list_datasets() == ["cifar10", "cifar10-dvs", "cifar100", "cifar100-coarse",
+                               "digits", "dvs-gesture", "fashion-mnist", "mnist", "nmnist"]
 
 
 def test_real_fashion_mnist(monkeypatch):

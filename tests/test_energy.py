@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import spikebridge as sb
@@ -20,6 +21,7 @@ from spikebridge.energy import (
     record_operations,
     synaptic_fanout,
 )
+from spikebridge.energy.connectivity import input_event_fanout
 from spikebridge.models import create_model
 
 # ---------------------------------------------------------------------------------------------
@@ -171,16 +173,17 @@ def _independent_fanouts(net: _Net) -> dict[str, torch.Tensor]:
     return {"act1": act1, "act2": act2}
 
 
-def _captured_spikes(snn, x, steps, mode):
+def _captured_spikes(snn, x, steps, mode, input="constant"):
     store: dict[str, list] = {}
     handles = [n.register_forward_hook(lambda _m, _a, out, name=name: store.setdefault(
         name, []).append(out.clone())) for name, n in snn.neurons().items()]
     try:
-        sb.simulate(snn, x, steps, mode=mode)
+        sb.simulate(snn, x, steps, mode=mode, input=input)
     finally:
         for h in handles:
             h.remove()
-    return {k: torch.cat(v).view(-1, x.shape[0], *v[0].shape[1:]) for k, v in store.items()}
+    batch = x.shape[1] if input == "sequence" else x.shape[0]
+    return {k: torch.cat(v).view(-1, batch, *v[0].shape[1:]) for k, v in store.items()}
 
 
 @pytest.mark.parametrize("mode", ["step", "layer"])
@@ -355,6 +358,150 @@ def test_horizon_dependent_methods_count_each_T_from_its_own_run():
 
 
 # ---------------------------------------------------------------------------------------------
+# event input (input="sequence"): the first layer charged per input event
+# ---------------------------------------------------------------------------------------------
+
+
+def _event_frames(frames: int, batch: int, seed: int = 0, shape=SHAPE) -> torch.Tensor:
+    """Event-count frames [T, B, C, H, W]: sparse counts 0-3 (what ToFrames gives)."""
+    g = torch.Generator().manual_seed(seed)
+    full = (frames, batch, *shape)
+    return ((torch.rand(full, generator=g) < 0.3) * torch.randint(1, 4, full, generator=g)
+            ).float()
+
+
+def _brute_event_count(frames: torch.Tensor, fanout: torch.Tensor) -> int:
+    """One input element at a time: a count k at element j is k events of fan-out(j) each."""
+    total = 0
+    flat = fanout.reshape(-1)
+    for frame in frames.reshape(-1, fanout.numel()):
+        for index in frame.nonzero().flatten().tolist():
+            total += int(frame[index]) * int(flat[index])
+    return total
+
+
+def _first_layer_net(first: nn.Module, features: int) -> nn.Module:
+    return nn.Sequential(first, QCFS(levels=4, theta=1.0), nn.Flatten(),
+                         nn.Linear(features, 3)).eval()
+
+
+@pytest.mark.parametrize(("stride", "padding", "groups", "dilation"),
+                         [(1, 1, 1, 1), (2, 1, 1, 1), (2, 0, 2, 1), (1, 2, 2, 2), (3, 1, 4, 2)])
+def test_input_event_fanout_equals_the_conv_geometry(stride, padding, groups, dilation):
+    shape = (4, 9, 8)
+    torch.manual_seed(0)
+    conv = nn.Conv2d(4, 8, 3, stride=stride, padding=padding, groups=groups, dilation=dilation)
+    out = conv(torch.zeros(1, *shape))
+    snn = sb.convert(_first_layer_net(conv, out[0].numel()))
+    fanout = input_event_fanout(snn, shape)
+    assert fanout.targets == ["1"] and fanout.first_layers and fanout.analog_macs == 0
+    assert torch.equal(fanout.matrix[:, 0].view(shape), _brute_conv_fanout(conv, shape))
+    assert fanout.bias_elements == out[0].numel()
+
+
+def test_input_event_fanout_folds_a_pool_and_leaves_later_analog_layers_to_macs():
+    shape = (4, 8, 8)
+    conv = nn.Conv2d(4, 6, 3, padding=1, groups=2)
+    pooled = input_event_fanout(sb.convert(_first_layer_net(
+        nn.Sequential(nn.AvgPool2d(2), conv), 6 * 4 * 4)), shape)
+    expected = _brute_conv_fanout(conv, (4, 4, 4)).repeat_interleave(2, 1).repeat_interleave(2, 2)
+    assert torch.equal(pooled.matrix[:, 0].view(shape), expected) and pooled.analog_macs == 0
+    # conv → conv → IF: events reach the first conv only; the second computes on analog values
+    second = nn.Conv2d(6, 2, 3, padding=1, bias=False)
+    chained = input_event_fanout(sb.convert(_first_layer_net(
+        nn.Sequential(conv, second), 2 * 8 * 8)), shape)
+    assert torch.equal(chained.matrix[:, 0].view(shape), _brute_conv_fanout(conv, shape))
+    assert chained.analog_macs == 2 * 8 * 8 * 6 * 9  # C_out·H·W · C_in·k²
+    snn = sb.convert(_first_layer_net(nn.Sequential(conv, second), 2 * 8 * 8))
+    frames = _event_frames(3, 2, shape=shape)
+    ops = sb.evaluate(snn, [(frames, torch.zeros(2, dtype=torch.long))], [3],
+                      input="sequence").operations.per_T[3]
+    assert ops["snn_first_layer_macs"] == 3 * chained.analog_macs  # at every frame
+    assert ops["snn_sops_input"] == pytest.approx(
+        _brute_event_count(frames, _brute_conv_fanout(conv, shape)) / 2)
+
+
+@pytest.mark.parametrize("mode", ["step", "layer"])
+def test_event_input_sops_equal_brute_force(mode):
+    """SOPs = input events × their fan-out (first layer, padding included) + IF spikes × theirs;
+    no first-layer MACs; the first conv's bias is one accumulate per output per frame."""
+    net = _net()
+    snn = sb.convert(net)
+    frames = _event_frames(6, 3, seed=2)
+    first = _brute_conv_fanout(net.conv1, SHAPE)  # conv1: stride 2, padding 1
+    fanouts = _independent_fanouts(net)
+    spikes = _captured_spikes(snn, frames, None, mode, input="sequence")
+    ops = sb.evaluate(snn, [(frames, torch.zeros(3, dtype=torch.long))], [2, 6], mode=mode,
+                      input="sequence").operations
+    for t in (2, 6):
+        into_first = _brute_event_count(frames[:t], first)
+        from_neurons = sum(_brute_count(spikes[name][:t], fanouts[name]) for name in fanouts)
+        totals = ops.per_T[t]
+        assert totals["snn_sops_input"] == pytest.approx(into_first / 3, abs=1e-9)
+        assert totals["snn_sops"] == pytest.approx((into_first + from_neurons) / 3, abs=1e-9)
+        assert totals["input_events"] == pytest.approx(float(frames[:t].sum()) / 3)
+        assert totals["snn_first_layer_macs"] == 0
+        assert totals["energy_pj"]["snn"] == pytest.approx(0.9 * totals["snn_sops"])
+        assert totals["bias_acs"] == t * (4 * 8 * 8 + 6 * 4 * 4 + 5)  # conv1, conv2, fc
+        assert ops.layers["act1"][str(t)]["sops_in"] == pytest.approx(into_first / 3)
+    assert sum(ops.per_step) == pytest.approx(ops.per_T[6]["snn_sops"])
+    assert ops.conventions["first_layer"] == "per_event" and "input event" in ops.conventions[
+        "input"]
+
+
+def test_cos_presimulation_re_delivers_the_input_events_of_the_first_rho_frames():
+    net = _net(1)
+    frames = _event_frames(5, 3, seed=3)
+    first = _brute_conv_fanout(net.conv1, SHAPE)
+    fanouts = _independent_fanouts(net)
+    for iterations in (1, 2):
+        snn = sb.convert(net, "cos", rho=3, iterations=iterations)
+        spikes = _captured_spikes(snn, frames, None, "layer", input="sequence")
+        ops = sb.evaluate(snn, [(frames, torch.zeros(3, dtype=torch.long))], [1, 5],
+                          mode="layer", input="sequence").operations
+        into_act1 = _brute_event_count(frames[:3], first) / 3  # act1 calibrates on frames 1..ρ
+        into_act2 = _brute_count(spikes["act1"][:3], fanouts["act1"]) / 3
+        for t in (1, 5):
+            assert ops.per_T[t]["snn_sops_presimulation"] == pytest.approx(
+                iterations * (into_act1 + into_act2))
+        # T = 1 < ρ: act1 still reads the input events of frames 1..ρ
+        assert ops.per_T[1]["snn_sops_input"] == pytest.approx((1 + iterations) * into_act1)
+
+
+def test_normalized_event_frames_are_counted_with_their_event_value():
+    """ToFrames(normalization=n) frames: a value k/n is k events (event_value = 1/n)."""
+    net = _net()
+    snn = sb.convert(net)
+    counts = _event_frames(4, 3, seed=5)
+    n = 255.0 / 4  # the registry's frames: counts / (count_scale / T)
+    frames = counts / n
+    labels = torch.zeros(3, dtype=torch.long)
+    ops = sb.evaluate(snn, [(frames, labels)], [4], input="sequence",
+                      event_value=1 / n).operations.per_T[4]
+    assert ops["input_events"] == pytest.approx(float(counts.sum()) / 3)
+    assert ops["snn_sops_input"] == pytest.approx(
+        _brute_event_count(counts, _brute_conv_fanout(net.conv1, SHAPE)) / 3)
+    with pytest.raises(ValueError, match="not whole numbers of events of value event_value = 1"):
+        sb.evaluate(snn, [(frames, labels)], [4], input="sequence")
+    with pytest.raises(ValueError, match="event_value .* must be a finite number > 0"):
+        OperationCounter(snn, event_value=0.0)
+
+
+def test_event_input_counting_refuses_frames_that_are_not_event_counts():
+    snn = sb.convert(_net())
+    labels = torch.zeros(2, dtype=torch.long)
+    for bad in (_event_frames(3, 2) + 0.5, _event_frames(3, 2) - 1.0):
+        with pytest.raises(ValueError, match="not whole numbers of events"):
+            sb.evaluate(snn, [(bad, labels)], [3], input="sequence")
+        assert sb.evaluate(snn, [(bad, labels)], [3], input="sequence",
+                           count_operations=False).operations is None
+    counter = OperationCounter(snn)
+    counter.begin(torch.rand(2, *SHAPE), 3)
+    with pytest.raises(ValueError, match="counted constant input"):
+        counter.begin(_event_frames(3, 2), 3, input="sequence")
+
+
+# ---------------------------------------------------------------------------------------------
 # ANN MACs
 # ---------------------------------------------------------------------------------------------
 
@@ -399,3 +546,87 @@ def test_snn_graph_macs_equal_the_bn_folded_ann():
     assert ann_operations(snn, SHAPE).total == ann_operations(net, SHAPE).total
     assert math.isclose(ann_operations(net, SHAPE).by_kind()["conv"],
                         4 * 8 * 8 * 2 * 9 + 6 * 4 * 4 * 2 * 9)
+
+
+# ---------------------------------------------------------------------------------------------
+# spiking max-pooling: a gate that relays spikes (issue #18)
+# ---------------------------------------------------------------------------------------------
+
+
+class _MaxPoolNet(nn.Module):
+    """conv → IF → max-pool 2×2 → conv → IF → max-pool (3, stride 2, padding 1) → linear."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(2, 4, 3, padding=1)
+        self.act1 = QCFS(levels=4, theta=0.6)
+        self.pool1 = nn.MaxPool2d(2)
+        self.conv2 = nn.Conv2d(4, 6, 3, padding=1)
+        self.act2 = QCFS(levels=4, theta=0.6)
+        self.pool2 = nn.MaxPool2d(3, stride=2, padding=1)
+        self.fc = nn.Linear(6 * 4 * 4, 5)
+
+    def forward(self, x):
+        x = self.pool1(self.act1(self.conv1(x)))
+        x = self.pool2(self.act2(self.conv2(x)))
+        return self.fc(x.flatten(1))
+
+
+def _captured_outputs(snn, x, steps, mode, layers):
+    store: dict[str, list] = {}
+    handles = [snn.network.get_submodule(name).register_forward_hook(
+        lambda _m, _a, out, name=name: store.setdefault(name, []).append(out.clone()))
+        for name in layers]
+    try:
+        sb.simulate(snn, x, steps, mode=mode)
+    finally:
+        for h in handles:
+            h.remove()
+    return {k: torch.cat(v).view(-1, x.shape[0], *v[0].shape[1:]) for k, v in store.items()}
+
+
+@pytest.mark.parametrize("mode", ["step", "layer"])
+def test_spiking_max_pools_relay_events_that_cost_the_next_layers_fanout(mode):
+    """SOPs = the pools' output events × the next layer's brute-force fan-out (the spikes into
+    a pool are gated, not accumulated); spikes and firing rates count the IF neurons only."""
+    torch.manual_seed(0)
+    net = _MaxPoolNet().eval()
+    snn = sb.convert(net, "qcfs")
+    x = torch.rand(3, *SHAPE) * 2
+    steps = 5
+    fanouts = {"pool1": _brute_conv_fanout(net.conv2, (4, 8, 8)),
+               "pool2": torch.full((6, 4, 4), 5.0, dtype=torch.float64)}
+    found = network_fanout(snn, SHAPE)
+    for name, expected in fanouts.items():
+        assert torch.equal(found[name].double(), expected)
+    assert not found["act1"].any() and not found["act2"].any()  # their spikes reach only gates
+    out = _captured_outputs(snn, x, steps, mode, ["act1", "act2", "pool1", "pool2"])
+    result = sb.evaluate(snn, [(x, torch.zeros(3, dtype=torch.long))], [2, steps], mode=mode)
+    ops = result.operations
+    for t in (2, steps):
+        brute = sum(_brute_count(out[name][:t], fanouts[name]) for name in fanouts)
+        assert brute > 0
+        assert ops.per_T[t]["snn_sops"] == pytest.approx(brute / 3, abs=1e-9)
+        neuron_spikes = sum(int((out[name][:t] != 0).sum()) for name in ("act1", "act2"))
+        assert ops.per_T[t]["spikes"] == pytest.approx(neuron_spikes / 3)
+        assert ops.layers["pool1"][str(t)]["relayed_spikes"] == pytest.approx(
+            int((out["pool1"][:t] != 0).sum()) / 3)
+        assert ops.layers["act1"][str(t)]["firing_rate"] == pytest.approx(
+            int((out["act1"][:t] != 0).sum()) / (3 * 4 * 16 * 16 * t))
+
+
+def test_a_max_pool_of_graded_values_is_not_counted_as_events():
+    class _PoolOfCurrents(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv1, self.act1 = nn.Conv2d(1, 2, 3, padding=1), QCFS(levels=4, theta=1.0)
+            self.conv2, self.act2 = nn.Conv2d(2, 2, 3, padding=1), QCFS(levels=4, theta=1.0)
+            self.fc = nn.Linear(2 * 4 * 4, 3)
+
+        def forward(self, x):
+            x = F.max_pool2d(self.conv2(self.act1(self.conv1(x))), 2)  # pools currents
+            return self.fc(self.act2(x).flatten(1))
+
+    snn = sb.convert(_PoolOfCurrents().eval(), "qcfs")
+    with pytest.raises(NotImplementedError, match="does not pool an IF layer's spikes"):
+        network_fanout(snn, (1, 8, 8))

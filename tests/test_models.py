@@ -24,6 +24,7 @@ EXPECTED = {
     # ImageNet forms, built for 224×224; 64×64 keeps these tests fast (adaptive pooling)
     "vgg16_imagenet": (3, (64, 64), 15),
     "resnet34_imagenet": (3, (64, 64), 33),
+    "vgg7": (2, (42, 42), 6),  # event count images (tests/test_events_training.py: other sizes)
 }
 CASES = [
     (name, num_classes)
@@ -149,8 +150,13 @@ def test_fashion_cnn_other_input_size() -> None:
     model = fashion_cnn(7, 3, ActivationSpec().build, input_size=(32, 16)).eval()
     with torch.no_grad():
         assert model(torch.randn(2, 3, 32, 16)).shape == (2, 7)
-    with pytest.raises(ValueError):
-        fashion_cnn(10, 1, ActivationSpec().build, input_size=(30, 28))
+    # sizes not divisible by 4 (N-MNIST's 2×34×34 counts): the pools floor, 34 → 17 → 8
+    odd = fashion_cnn(10, 2, ActivationSpec().build, input_size=(34, 30)).eval()
+    assert odd.classifier[0].in_features == 64 * 8 * 7
+    with torch.no_grad():
+        assert odd(torch.randn(2, 2, 34, 30)).shape == (2, 10)
+    with pytest.raises(ValueError, match="at least 4"):
+        fashion_cnn(10, 1, ActivationSpec().build, input_size=(3, 28))
 
 
 def test_imagenet_forms_have_torchvision_layouts_with_average_pools() -> None:

@@ -14,6 +14,8 @@ from torch import nn
 
 import spikebridge as sb
 from spikebridge.activations import QCFS
+from spikebridge.calibration import CalibrationData
+from spikebridge.methods import WrongSourceModelError
 
 
 class _Custom(nn.Module):
@@ -124,3 +126,25 @@ def test_clamp_below_zero_is_named():
 
     problems = sb.check_convertible(Signed())
     assert len(problems) == 1 and "clamps to [-1, 1]" in problems[0].why
+
+
+def test_a_relu_model_given_to_a_qcfs_method_is_pointed_to_to_qcfs():
+    net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 3))
+    with pytest.raises(WrongSourceModelError, match=r"spikebridge\.to_qcfs\(model.*maxnorm"):
+        sb.convert(net.eval(), "cos")
+
+
+def test_weight_normalization_passes_through_max_pooling():
+    """Max-pooling commutes with a positive layer scale: a ReLU CNN with max-pools converts with
+    the data-based methods, and the SNN's rates reproduce the ANN's predictions."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                        nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                        nn.Flatten(), nn.Linear(8 * 4 * 4, 5)).eval()
+    x = torch.rand(64, 1, 16, 16)
+    with torch.no_grad():
+        expected = net(x).argmax(-1)
+    for method in ("maxnorm", "robustnorm"):
+        snn = sb.convert(net, method, calibration_data=CalibrationData([(x, None)], 64))
+        agreement = (sb.simulate(snn, x, 64).mean(0).argmax(-1) == expected).float().mean()
+        assert agreement > 0.95, (method, agreement)

@@ -48,6 +48,7 @@ EVERY_MODEL = {
     "resnet34": (3, (32, 32), 33),
     "vgg16_imagenet": (3, (64, 64), 15),
     "resnet34_imagenet": (3, (64, 64), 33),
+    "vgg7": (2, (42, 42), 6),
 }
 
 

@@ -8,6 +8,14 @@ choice. The percentile uses the nearest-rank definition: with :math:`n` values s
 ascending, :math:`\lambda = x_{(\lceil p n / 100\rceil)}`. It is computed exactly while streaming
 over the data by keeping only the :math:`k = n - \lceil pn/100\rceil + 1` largest values seen so far
 (:math:`k = 1` for the maximum), so memory stays bounded by the tail, not by the data set.
+
+**Sequence input** (event frames ``[T, B, ...]``, ``CalibrationData(input="sequence")``): the
+ANN statistics are taken on the *rate input* :math:`\bar x = \frac{1}{T}\sum_{t=1}^{T} x_t`
+(:func:`rate_input`, :meth:`CalibrationData.images`) — the constant image whose ANN
+activations the SNN's firing rates approximate over the T frames (the rate identity,
+docs/methods.md §2.4: a layer's mean input current over the window is the current of
+:math:`\bar x`). Methods that simulate the SNN on the calibration data (threshold balancing,
+frozen COS) take the frames themselves (:meth:`CalibrationData.presentations`).
 """
 
 from __future__ import annotations
@@ -27,7 +35,11 @@ __all__ = [
     "TopKPercentile",
     "activation_statistics",
     "check_percentile",
+    "rate_input",
 ]
+
+#: What a calibration batch is: images, or frame sequences ``[T, B, ...]`` (event data).
+CALIBRATION_INPUTS = ("constant", "sequence")
 
 #: Training images a data-based method (maxnorm, robustnorm, threshold balancing, RMP, OPI,
 #: ECC) calibrates on unless told otherwise: a fixed subset, the same in every process.
@@ -35,6 +47,12 @@ DEFAULT_CALIBRATION_SAMPLES = 1000
 
 # Above this many retained tail values, fall back to keeping every value (exact either way).
 _TAIL_LIMIT = 20_000_000
+
+
+def rate_input(frames: torch.Tensor) -> torch.Tensor:
+    r"""The rate input of a frame sequence ``[T, B, ...]``: :math:`\bar x = \frac{1}{T}\sum_t
+    x_t`, shape ``[B, ...]`` (the sum over frames divided by T; module docstring)."""
+    return frames.sum(dim=0) / frames.shape[0]
 
 
 def check_percentile(p: float) -> float:
@@ -52,32 +70,56 @@ class CalibrationData:
     """The images a data-based method measures its statistics on (normally training images).
 
     ``batches`` yields ``(x, y)`` pairs or bare ``x`` tensors; at most ``samples`` images are
-    used (``None``: all). ``progress`` shows a progress bar.
+    used (``None``: all). ``progress`` shows a progress bar. ``input``: ``"constant"``
+    (images ``[B, ...]``) or ``"sequence"`` (frames ``[T, B, ...]``, time first, as
+    :func:`spikebridge.simulate` takes them; ``samples`` then counts sequences).
     """
 
     batches: Iterable
     samples: int | None = 1000
     progress: bool = False
+    input: str = "constant"
 
     def __post_init__(self) -> None:
         if self.samples is not None and (int(self.samples) != self.samples or self.samples < 1):
             raise ValueError(f"calibration samples must be an integer >= 1, got {self.samples!r}")
+        if self.input not in CALIBRATION_INPUTS:
+            raise ValueError(f"calibration input must be one of {CALIBRATION_INPUTS}, got "
+                             f"{self.input!r}")
+
+    @property
+    def sequence(self) -> bool:
+        """Whether the batches are frame sequences ``[T, B, ...]``."""
+        return self.input == "sequence"
 
     def images(self, device: torch.device | str = "cpu",
                description: str = "calibrating") -> Iterator[torch.Tensor]:
-        """The calibration images, batch by batch, cut at ``samples``."""
+        """The ANN's calibration inputs ``[B, ...]``, batch by batch, cut at ``samples``: the
+        images, or for sequence input each sequence's rate input (:func:`rate_input`)."""
+        for x in self.presentations(device, description):
+            yield rate_input(x) if self.sequence else x
+
+    def presentations(self, device: torch.device | str = "cpu",
+                      description: str = "calibrating") -> Iterator[torch.Tensor]:
+        """What the SNN is given, batch by batch, cut at ``samples``: images ``[B, ...]``, or
+        frame sequences ``[T, B, ...]`` (``simulate(..., input=self.input)``)."""
         seen = 0
+        batch_dim = 1 if self.sequence else 0
         bar = tqdm(total=self.samples, desc=description, unit="img", disable=not self.progress,
                    leave=False)
         try:
             for item in self.batches:
                 x = item[0] if isinstance(item, (tuple, list)) else item
+                if self.sequence and (not isinstance(x, torch.Tensor) or x.dim() < 3):
+                    shape = list(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+                    raise ValueError(f"sequence calibration data must be frames [T, B, ...] "
+                                     f"(time first), got {shape}")
                 if self.samples is not None:
-                    x = x[: self.samples - seen]
-                if x.shape[0] == 0:
+                    x = x.narrow(batch_dim, 0, min(x.shape[batch_dim], self.samples - seen))
+                if x.shape[batch_dim] == 0:
                     break
-                seen += int(x.shape[0])
-                bar.update(int(x.shape[0]))
+                seen += int(x.shape[batch_dim])
+                bar.update(int(x.shape[batch_dim]))
                 yield x.to(device)
                 if self.samples is not None and seen >= self.samples:
                     break

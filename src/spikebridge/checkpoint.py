@@ -30,9 +30,10 @@ The code is split by concept; this module is the one to import (it re-exports ev
 link, leftovers), :mod:`spikebridge.checkpoint_reader` (reading and verifying),
 :mod:`spikebridge.directory_lock` (the lock), :mod:`spikebridge.atomic_io` (crash-consistent
 file writes), :mod:`spikebridge.checkpoint_errors` (exceptions and warnings) and
-:func:`spikebridge.models.build_model`. Writing — :class:`CheckpointWriter`, the atomic-write and
-signing helpers, the output-path checks — stays here, because every file-system mutation it
-makes goes through this module's ``_fs`` (below).
+:mod:`spikebridge.checkpoint_model` (the model a config describes: a registered one or a
+factory's). Writing — :class:`CheckpointWriter`, the atomic-write and signing helpers, the
+output-path checks — stays here, because every file-system mutation it makes goes through
+this module's ``_fs`` (below).
 """
 
 from __future__ import annotations
@@ -83,6 +84,7 @@ from .checkpoint_layout import (
     _sha256,
     resolve_current,
 )
+from .checkpoint_model import build_model
 from .checkpoint_reader import (
     ALLOW_UNVERIFIED_ENV,
     LoadedCheckpoint,
@@ -93,7 +95,6 @@ from .checkpoint_reader import (
     read_checkpoint,
 )
 from .directory_lock import DirectoryLock
-from .models import build_model
 from .shipped import SHIPPED_WEIGHTS_ROOT, is_shipped_path
 
 __all__ = [

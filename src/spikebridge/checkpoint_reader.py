@@ -31,7 +31,7 @@ from .checkpoint_layout import (
     _sha256,
     resolve_current,
 )
-from .models import build_model
+from .checkpoint_model import build_model
 
 __all__ = ["ALLOW_UNVERIFIED_ENV", "LoadedCheckpoint", "load_checkpoint", "load_config",
            "load_train_state", "read_checkpoint"]

@@ -4,6 +4,7 @@ The command line (:mod:`spikebridge.cli`), paper reproduction (:mod:`spikebridge
 the benchmarks and Python users run the same steps::
 
     model = load_model("runs/fashion", RunOptions(limit=2000))       # ANN + its test loader
+    model = load_factory_model(ModelFactory("mynet:build"), "digits", RunOptions())  # or yours
     snn, calibration = convert_model(model, get_method("cos", rho=4), RunOptions())
     result = evaluate_snn(snn, model, [1, 2, 4], RunOptions())        # accuracy at every t ≤ T
 
@@ -29,15 +30,20 @@ import torch
 from torch import nn
 
 from . import distributed, runtime_estimate
+from .activations import ActivationSpec
 from .analysis import OffsetReport, analyse_offsets
 from .calibration import DEFAULT_CALIBRATION_SAMPLES, CalibrationData
 from .checkpoint import load_checkpoint
+from .checkpoint_model import factory_model, factory_record
 from .convert import convert
-from .data.pipeline import evaluation_loader, open_checkpoint_split
+from .data.event_sets import event_dataset_names, event_loader, open_event_dataset
+from .data.pipeline import evaluation_loader, open_checkpoint_split, open_dataset
+from .data.registry import dataset_info
 from .energy import EnergyModel
 from .evaluation import Evaluation, evaluate
-from .input_checks import check_test_set
+from .input_checks import DataMismatchError, check_test_set
 from .methods import ConversionMethod, MethodSpec, get_method
+from .models.factory import ModelFactory
 from .network import SpikingNetwork
 from .reporting import evaluation_record, record_fields
 from .simulate import resolve_mode
@@ -52,8 +58,12 @@ __all__ = [
     "convert_model",
     "estimate_seconds",
     "evaluate_snn",
+    "event_value",
+    "factory_ann",
+    "frame_loader",
     "iteration_operations",
     "iteration_snns",
+    "load_factory_model",
     "load_model",
     "run_methods",
     "run_saved_snns",
@@ -66,7 +76,11 @@ class RunOptions:
 
     ``limit``: evaluate a fixed random subset of that many test images (``None``: all);
     ``nonfinite``: ``"error"`` or ``"propagate"`` (:func:`spikebridge.simulate`);
-    ``energy``: the energy model of the operation counts (``None``: 45 nm defaults).
+    ``energy``: the energy model of the operation counts (``None``: 45 nm defaults);
+    ``input``: ``"constant"`` (images at every step) or ``"sequence"`` (an event-camera data
+    set's recordings as frames ``[T, B, ...]``, one per step, ``T = frames``, default the data
+    set's: the test and calibration loaders are :func:`frame_loader`'s;
+    :func:`spikebridge.simulate`'s ``input``).
     """
 
     device: str | torch.device = "cpu"
@@ -84,17 +98,20 @@ class RunOptions:
     count_operations: bool = True
     energy: EnergyModel | None = None
     nonfinite: str = "error"
+    input: str = "constant"
+    frames: int | None = None
 
 
 @dataclass
 class LoadedModel:
-    """An ANN checkpoint with the loader of its test set (this process's share)."""
+    """An ANN checkpoint (``directory``; ``None`` for a model straight from a model factory)
+    with the loader of its test set (this process's share)."""
 
     ann: nn.Module
     config: dict[str, Any]
     loader: Any
     label: str
-    directory: Path
+    directory: Path | None
 
 
 def test_loader(config: dict[str, Any], source: str | os.PathLike[str],
@@ -108,11 +125,55 @@ def test_loader(config: dict[str, Any], source: str | os.PathLike[str],
         raise ValueError(f"{source}/config.json names no dataset (field 'dataset'), so there "
                          "is no test set to evaluate it on; add it (e.g. \"dataset\": "
                          "\"fashion-mnist\") and re-sign the checkpoint")
+    label = f"{config['architecture']} ({Path(source).name})"
+    if options.input == "sequence":
+        return frame_loader(config, "test", options), label
     full = open_checkpoint_split(config, "test", options.data_dir)
     check_test_set(full, config, source, ignore=options.ignore_data_mismatch)
-    test = full.subset(options.limit, seed=0)
-    label = f"{config['architecture']} ({Path(source).name})"
-    return evaluation_loader(test, options.batch_size, workers=options.workers), label
+    return _evaluation_share(full, options), label
+
+
+def frame_loader(config: dict[str, Any], split: str, options: RunOptions, *,
+                 samples: int | None = None, shard: bool = True) -> Any:
+    """The recordings of the event data set ``config`` names as frames ``[T, B, C, H, W]``
+    (``T = options.frames``, default the data set's; :func:`spikebridge.data.event_sets.
+    event_loader`), for ``input="sequence"``: the fixed random subset (seed 0) of
+    ``options.limit`` test or ``samples`` training recordings — those of the count-image
+    subset — and, with ``shard``, this process's share of its batches."""
+    name = config["dataset"]
+    info = dataset_info(name)
+    if info.events is None:
+        raise ValueError(f"input='sequence' (--input events) runs on an event-camera data set's "
+                         f"frames; {info.name} is not one ({', '.join(event_dataset_names())} "
+                         "are)")
+    expected = (config["in_channels"], *config.get("input_size", info.image_size))
+    if tuple(expected) != (info.channels, *info.image_size):
+        raise DataMismatchError(f"the model takes inputs of shape {list(expected)} but "
+                                f"{info.name}'s frames are {[info.channels, *info.image_size]}")
+    n = len(open_event_dataset(info.name, split, options.data_dir))
+    limit = options.limit if split == "test" else samples
+    order = (torch.arange(n) if limit is None or limit >= n
+             else torch.randperm(n, generator=torch.Generator().manual_seed(0))[:limit])
+    world, size = (distributed.world_size() if shard else 1), options.batch_size
+    if world > 1:  # whole batches dealt out, as evaluation_loader does
+        batches = -(-len(order) // size)
+        rank = distributed.rank()
+        order = order[rank * batches // world * size:(rank + 1) * batches // world * size]
+    return event_loader(info.name, split, options.data_dir, frames=options.frames,
+                        batch_size=size, indices=order.tolist())
+
+
+def event_value(loader: Any) -> float:
+    """What one input event adds to a frame of ``loader``'s batches: ``1/n`` for frames divided
+    by ``n`` (a :class:`~spikebridge.events.ToFrames` transform's ``normalization``), else 1
+    (:class:`~spikebridge.energy.OperationCounter`)."""
+    return 1.0 / float(getattr(getattr(loader, "transform", None), "normalization", 1.0))
+
+
+def _evaluation_share(test: Any, options: RunOptions) -> Any:
+    """The loader of this process's share of ``test`` (its fixed ``--limit`` subset)."""
+    subset = test.subset(options.limit, seed=0)
+    return evaluation_loader(subset, options.batch_size, workers=options.workers)
 
 
 def load_model(model_dir: str | os.PathLike[str], options: RunOptions, *,
@@ -127,9 +188,53 @@ def load_model(model_dir: str | os.PathLike[str], options: RunOptions, *,
     return LoadedModel(ann, config, loader, label, Path(model_dir))
 
 
+def factory_ann(factory: ModelFactory, dataset: str, options: RunOptions, *,
+                init_weights: str | os.PathLike[str] | None = None,
+                test: Any = None) -> tuple[nn.Module, dict[str, Any]]:
+    """A user's model straight from its factory, as it is (no checkpoint, nothing trained):
+    weights from ``init_weights`` (a state dict, :mod:`spikebridge.models.weights_file`) or
+    the factory's own, checked on ``dataset``'s image size and class count; and the config
+    that names the data set for the test images and calibration (its normalization is
+    spikebridge's for that data set, as ``spikebridge train`` uses it). ``test``: that data
+    set's test split, if already open."""
+    if test is None:
+        test = open_dataset(dataset, "test", options.data_dir, augment=False)
+    shape = (test.in_channels, *test.input_size)
+    as_it_is = ActivationSpec("relu")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)  # untrained weights are the same in every process and every run
+        ann, weights = factory_model(factory, as_it_is, init_weights=init_weights,
+                                     input_shape=shape, num_classes=test.num_classes)
+    ann.input_shape = shape
+    config = {
+        "architecture": factory.target, "num_classes": test.num_classes,
+        "in_channels": test.in_channels, "model_kwargs": {}, "activation": as_it_is.to_dict(),
+        "model_factory": factory_record(factory, as_it_is, None),
+        "init_weights": None if weights is None else weights.record(),
+        "dataset": test.name, "classes": list(test.classes),
+        "normalization": {"mean": list(test.mean), "std": list(test.std)},
+        "input_size": list(test.input_size), "test_fingerprint": None,
+    }
+    return ann.to(options.device).eval(), config
+
+
+def load_factory_model(factory: ModelFactory, dataset: str, options: RunOptions, *,
+                       init_weights: str | os.PathLike[str] | None = None) -> LoadedModel:
+    """:func:`factory_ann` with the loader of ``dataset``'s test set."""
+    test = open_dataset(dataset, "test", options.data_dir, augment=False)
+    ann, config = factory_ann(factory, dataset, options, init_weights=init_weights, test=test)
+    loader = (frame_loader(config, "test", options) if options.input == "sequence"
+              else _evaluation_share(test, options))
+    return LoadedModel(ann, config, loader, factory.describe(), None)
+
+
 def calibration_data(config: dict[str, Any], options: RunOptions) -> CalibrationData:
     """Training images of the model's data set for data-based methods (a fixed subset)."""
     samples = options.calibration_samples or DEFAULT_CALIBRATION_SAMPLES
+    if options.input == "sequence":  # the recordings as the SNN sees them (same on every process)
+        loader = frame_loader(config, "train", options, samples=samples, shard=False)
+        return CalibrationData(loader, _samples(loader), progress=options.progress,
+                               input="sequence")
     train = open_checkpoint_split(config, "train", options.data_dir)
     subset = train.subset(min(samples, len(train)), seed=0)
     # every process calibrates on the same images (identical networks), not on a share
@@ -152,6 +257,8 @@ def estimate_seconds(snn: SpikingNetwork, x: torch.Tensor | None, images: int,
     main process: every process runs its share in the same time)."""
     if not distributed.is_main_process() or x is None:
         return 0.0
+    if options.input == "sequence":
+        x = x[0]  # a frame's cost is an image's (the prefix once per frame aside)
     snn.to(options.device).eval()
     return runtime_estimate.estimate_simulation_seconds(
         snn, x.to(options.device), list(steps), images, mode=options.mode,
@@ -166,7 +273,14 @@ def evaluate_snn(snn: SpikingNetwork, loader: Any, steps: Sequence[int], options
                     progress=options.progress,
                     description=f"{label}: simulating T={max(steps)}",
                     count_operations=options.count_operations, energy=options.energy,
-                    nonfinite=options.nonfinite)
+                    nonfinite=options.nonfinite, input=options.input,
+                    event_value=event_value(loader) if options.input == "sequence" else 1.0)
+
+
+def _samples(loader: Any) -> int:
+    """Samples a loader yields: its ``indices`` (an event loader's subset) or its data set."""
+    indices = getattr(loader, "indices", None)
+    return len(indices) if indices is not None else len(loader.dataset)
 
 
 def _run_extra(snn: SpikingNetwork, label: str, options: RunOptions, weight_bits: int | None,
@@ -181,34 +295,38 @@ def _run_extra(snn: SpikingNetwork, label: str, options: RunOptions, weight_bits
 Announcer = Callable[[list[tuple[str, float]], int, list[int]], None]
 
 
-def run_methods(specs: Sequence[MethodSpec], model_for: Callable[[MethodSpec], Path],
+def run_methods(specs: Sequence[MethodSpec],
+                model_for: Callable[[MethodSpec], Path | LoadedModel],
                 steps: Sequence[int], options: RunOptions, *,
                 announce: Announcer | None = None) -> list[dict[str, Any]]:
-    """Convert and evaluate each method of ``specs`` on its model (``model_for(spec)``).
+    """Convert and evaluate each method of ``specs`` on its model (``model_for(spec)``: a
+    checkpoint directory, or a model already loaded, e.g. :func:`load_factory_model`).
 
     Every method is converted first (so ``announce`` covers the whole run), then simulated;
     each model is loaded once and its ANN evaluated once. Returns one result record per method
     (with ``ann_accuracy``).
     """
     steps = list(steps)
-    loaded: dict[Path, LoadedModel] = {}
-    probes: dict[Path, torch.Tensor] = {}  # one batch per model: no second loader start-up
+    loaded: dict[Path | int, LoadedModel] = {}  # by directory, or by id of a loaded model
+    probes: dict[Path | int, torch.Tensor] = {}  # one batch per model: no second start-up
     prepared, estimates = [], []
     for spec in specs:
         method = get_method(spec.name, **spec.params)
-        directory = model_for(spec)
+        source = model_for(spec)
+        directory = id(source) if isinstance(source, LoadedModel) else Path(source)
         if directory not in loaded:
-            loaded[directory] = load_model(directory, options)
+            loaded[directory] = (source if isinstance(source, LoadedModel)
+                                 else load_model(directory, options))
         model = loaded[directory]
         snn, calibration = convert_model(model.ann, model.config, method, options)
         if directory not in probes and distributed.is_main_process():
             probes[directory] = next(iter(model.loader))[0]
         estimates.append((spec.label, estimate_seconds(
-            snn, probes.get(directory), len(model.loader.dataset), steps, options)))
+            snn, probes.get(directory), _samples(model.loader), steps, options)))
         prepared.append((spec, directory, snn, calibration))
     if announce is not None and prepared:
-        announce(estimates, max(len(loaded[d].loader.dataset) for _, d, _, _ in prepared), steps)
-    ann_accuracy: dict[Path, float | None] = {}
+        announce(estimates, max(_samples(loaded[d].loader) for _, d, _, _ in prepared), steps)
+    ann_accuracy: dict[Path | int, float | None] = {}
     records = []
     for spec, directory, snn, calibration in prepared:
         model = loaded[directory]
@@ -238,9 +356,9 @@ def run_saved_snns(directories: Sequence[Path], steps: Sequence[int], options: R
         loader, label = test_loader(config, directory, options)
         spec = MethodSpec(config["snn"]["method"], config["snn"]["params"])
         if announce is not None and distributed.is_main_process():
-            seconds = estimate_seconds(snn, next(iter(loader))[0], len(loader.dataset), steps,
+            seconds = estimate_seconds(snn, next(iter(loader))[0], _samples(loader), steps,
                                        options)
-            announce([(spec.label, seconds)], len(loader.dataset), steps)
+            announce([(spec.label, seconds)], _samples(loader), steps)
         result = evaluate_snn(snn, loader, steps, options, label=spec.label)
         conversion = config["snn"].get("conversion", {})
         extra = {**_run_extra(snn, spec.label, options, snn.weight_bits,

@@ -34,6 +34,7 @@ from torch import fx, nn
 
 from .batchnorm_folding import FOLDABLE
 from .neurons import IFNeuron
+from .spiking_maxpool import SpikingMaxPool2d
 
 __all__ = ["NormalizationError", "RateNeuron", "normalize_weights", "rate_network"]
 
@@ -42,6 +43,9 @@ _UNIT_PRESERVING_MODULES = (
     nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
     nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d,
     nn.Flatten, nn.Unflatten, nn.Identity,
+    # max-pooling commutes with a positive scale, max(u·x) = u·max(x); the spiking max-pool
+    # gates by spike counts, which a unit does not change
+    nn.MaxPool2d, SpikingMaxPool2d,
 )
 _MERGING_FUNCTIONS = {operator.add, operator.iadd, torch.add, torch.cat}
 

@@ -174,13 +174,16 @@ def to_qcfs(
     maxpool: str | None = "keep",
     shift: float = 0.5,
     progress: bool = False,
+    theta: float | None = None,
 ) -> fx.GraphModule:
     """``model`` with every ReLU-family activation replaced by trainable ``QCFS(levels, θ)``
     (module docstring). ``data``: calibration batches (``(x, y)`` pairs or tensors; the first
     ``samples`` images are used) to start θ at the ``percentile`` of each activation's non-zero
     outputs; needed for plain ReLUs. ``maxpool``: ``"keep"`` (default; ``None`` means the same)
     leaves max-pooling, which converts to a spiking max-pool; ``"avg"`` swaps it for average
-    pooling of the same window, ``count_include_pad=False`` (module docstring).
+    pooling of the same window, ``count_include_pad=False`` (module docstring). ``theta``:
+    start every θ at this value instead, without data — for rebuilding the structure of a
+    fine-tuned model whose trained θ is loaded right after (a checkpoint's weights).
 
     The model is not modified. Returns a ``torch.fx.GraphModule`` in the model's train/eval
     mode, to fine-tune and then :func:`spikebridge.convert` with ``qcfs`` or ``cos``.
@@ -201,7 +204,12 @@ def to_qcfs(
              for site in [_relu_family_site(gm, node)] if site is not None]
     if not sites:
         raise ValueError(f"{type(model).__name__} has no ReLU-family activation to replace")
-    if data is not None:
+    if theta is not None:
+        if data is not None:
+            raise ValueError("to_qcfs(): give data= (θ from the activations' outputs) or "
+                             "theta= (one starting θ for all), not both")
+        thetas = {n.name: float(theta) for n, _ in sites}
+    elif data is not None:
         calibration = data if isinstance(data, CalibrationData) else CalibrationData(
             data, samples, progress)
         thetas = _observed_percentiles(gm, [n for n, _ in sites], calibration, percentile)

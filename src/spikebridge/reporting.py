@@ -366,10 +366,17 @@ def format_energy_table(records: Sequence[Mapping[str, Any]]) -> str:
     lines.append(
         f"per image; ANN: {first['ann_macs'] / 1e6:.4g} M MACs = "
         f"{first['energy_pj']['ann'] / 1e6:.4g} µJ ({conv.get('mac_pj', MAC_PJ_45NM)} pJ/MAC, "
-        f"{conv.get('ac_pj', AC_PJ_45NM)} pJ/AC); SNN first layer counted "
-        f"{'once' if conv.get('first_layer', 'once') == 'once' else 'at every step'}"
+        f"{conv.get('ac_pj', AC_PJ_45NM)} pJ/AC); SNN first layer "
+        + _FIRST_LAYER_NOTES.get(conv.get("first_layer", "once"), "counted at every step")
         + _presimulation_note(counted) + " (docs/energy.md)")
     return "\n".join(lines)
+
+
+# how the counter charged the SNN's first synaptic layer (OperationReport conventions)
+_FIRST_LAYER_NOTES = {
+    "once": "counted once",
+    "per_event": "charged per input event and fan-out",
+}
 
 
 def plot_accuracy_vs_energy(records: Sequence[Mapping[str, Any]], path) -> Any:

@@ -75,8 +75,11 @@ def reproduce(
         ModelMismatchError: the model is not the recipe's (:func:`check_model`).
         DataMismatchError: the test files are not the model's (shape, classes, fingerprint;
             ``ignore_data_mismatch`` waives the fingerprint).
-        ValueError: bad ``steps`` or ``limit``.
+        ValueError: bad ``steps`` or ``limit``, or not a COS recipe.
     """
+    if recipe.family != "cos":
+        raise ValueError(f"recipe {recipe.name!r} is a row of the {recipe.family.upper()} paper; "
+                         "`reproduce` compares COS rows (QCFS and COS conversions) only")
     steps = list(recipe.steps if steps is None else steps)
     if not steps or any(isinstance(t, bool) or not isinstance(t, int) or t < 1 for t in steps):
         raise ValueError(f"time-steps T must be integers >= 1, got {steps}")

@@ -13,10 +13,20 @@ Tensors over time are ``[T, B, ...]``. Three execution styles give bit-identical
 * ``"hybrid"`` — for calibrating methods: the first ρ frames layer-wise, the rest step by step
   (each neuron continues from its calibrated state). Same result as ``"layer"``.
 
-Either way the time-invariant prefix (layers fed only by the constant analog input) runs once
-per batch, and the output layer's running mean gives the accuracy at every ``t <= T`` from one
-run (docs/methods.md §2.6). Accuracy over a data set, with operation counters attached, is the
-harness above this module (:mod:`spikebridge.evaluation`).
+Two kinds of input, chosen explicitly with ``input=`` (never guessed from the tensor's rank):
+
+* ``"constant"`` (default, direct encoding, docs/methods.md §2.6) — one analog image ``[B, ...]``
+  presented at every step. The time-invariant prefix (the layers before the first IF neurons)
+  runs once per batch and its result is the same current at every step.
+* ``"sequence"`` — one input frame per step, ``[T, B, ...]`` (event-camera frames,
+  :class:`spikebridge.events.ToFrames`; docs/methods.md §2.6 "Event input"). The prefix runs on
+  every frame: step by step on ``x[t]``, layer-wise on the folded ``[T*B, ...]`` frames (no
+  repeat). ``T`` is the sequence's length; a sequence repeating ``x`` T times gives exactly the
+  constant-input result.
+
+Either way the output layer's running mean gives the accuracy at every ``t <= T`` from one run
+(§2.6). Accuracy over a data set, with operation counters attached, is the harness above this
+module (:mod:`spikebridge.evaluation`).
 """
 
 from __future__ import annotations
@@ -28,7 +38,13 @@ import warnings
 import torch
 from torch import nn
 
-from .input_checks import check_input, infer_input_channels
+from .input_checks import (
+    InputError,
+    NonFiniteInputError,
+    check_input,
+    check_nonfinite_policy,
+    infer_input_channels,
+)
 from .limits import (
     MAX_STEPS,
     ResourceLimitError,
@@ -43,7 +59,10 @@ from .neurons import sequence_mode
 
 __all__ = [
     "EXECUTION_MODES",
+    "INPUT_KINDS",
+    "check_input_kind",
     "check_labels",
+    "check_sequence",
     "check_simulation_size",
     "check_steps",
     "correct_over_time",
@@ -55,6 +74,8 @@ __all__ = [
 ]
 
 EXECUTION_MODES = ("auto", "step", "layer", "hybrid")
+#: What ``simulate``'s ``x`` is: one image for every step, or one frame per step (module doc).
+INPUT_KINDS = ("constant", "sequence")
 # Layer-wise execution holds [T·B, ...] activations: the batch is processed in chunks so that
 # T·B stays at most this (bounded memory whatever the caller's batch size).
 LAYER_MODE_FOLDED_BATCH = 512
@@ -99,10 +120,14 @@ def _repeat_over_time(value: torch.Tensor, steps: int) -> torch.Tensor:
 
 
 def simulate(
-    snn: SpikingNetwork, x: torch.Tensor, steps: int, *, mode: str = "auto",
-    nonfinite: str = "error",
+    snn: SpikingNetwork, x: torch.Tensor, steps: int | None = None, *, mode: str = "auto",
+    nonfinite: str = "error", input: str = "constant",
 ) -> torch.Tensor:
     """Present ``x`` (``[B, ...]``, direct encoding) for ``steps`` steps; return ``[T, B, K]``.
+
+    ``input="sequence"``: ``x`` is one frame per step, ``[T, B, ...]``, and ``steps`` is ``T``
+    (``None``: the sequence's length; another number is refused): frame ``t`` is the input
+    current source at step ``t`` (:func:`check_sequence` lists what is refused).
 
     Output ``t`` is the output layer's response at step ``t`` (not yet averaged). Neuron state is
     reset before the batch. For calibrating methods (COS) the network is simulated for
@@ -121,6 +146,12 @@ def simulate(
             "simulate() needs a SpikingNetwork from spikebridge.convert(), "
             f"got {type(snn).__name__}"
         )
+    if input != "constant":
+        check_input_kind(input)
+        return _simulate_sequence(snn, x, steps, mode, nonfinite)
+    if steps is None:
+        raise UsageError("simulate(snn, x, steps): a constant input needs the number of "
+                         "time-steps T; only input='sequence' takes T from its frames")
     steps = check_steps(steps)
     parameter = next(snn.parameters(), None)
     nonfinite_samples = check_input(
@@ -133,9 +164,136 @@ def simulate(
     outputs = _simulate_chunked(snn, x, steps, mode)
     if nonfinite_samples is None:
         return outputs
-    return torch.where(nonfinite_samples.view(1, -1, *[1] * (outputs.dim() - 2)),
+    return _nan_where(nonfinite_samples, outputs)
+
+
+def _nan_where(samples: torch.Tensor, outputs: torch.Tensor) -> torch.Tensor:
+    """``outputs`` ``[T, B, ...]`` with every step of the samples flagged in ``samples`` ``[B]``
+    set to NaN (``nonfinite="propagate"``: what the ANN would answer)."""
+    return torch.where(samples.view(1, -1, *[1] * (outputs.dim() - 2)),
                        torch.full((), math.nan, dtype=outputs.dtype, device=outputs.device),
                        outputs)
+
+
+def check_input_kind(input: str) -> str:
+    """``input`` if it is one of :data:`INPUT_KINDS`, else a :class:`ValueError` naming them."""
+    if input not in INPUT_KINDS:
+        raise ValueError(f"input must be one of {INPUT_KINDS} (an image presented at every step, "
+                         f"or one frame per step [T, B, ...]), got {input!r}")
+    return input
+
+
+def check_sequence(
+    snn: SpikingNetwork, x: object, steps: int | None, nonfinite: str = "error"
+) -> tuple[int, torch.Tensor | None]:
+    """Validate an input sequence ``x`` ``[T, B, ...]`` for ``snn``; return ``(T, mask)``.
+
+    ``mask`` is ``None`` when every frame is finite, else (``nonfinite="propagate"``) the
+    boolean ``[B]`` of samples with NaN/±inf in any frame.
+
+    Raises:
+        InputError: ``x`` is not a tensor of at least 3 dimensions (time, batch, features), has
+            no frame, or its frames ``x[t]`` do not fit the network (checked like a constant
+            input, :func:`spikebridge.input_checks.check_input`).
+        NonFiniteInputError: a frame holds NaN/±inf and ``nonfinite="error"``.
+        UsageError: ``steps`` is given and is not ``T``; or the method reads more input frames
+            than ``T`` before its run (COS's ρ pre-simulation frames, docs/methods.md §4.5:
+            a sequence needs at least ρ frames).
+    """
+    if not isinstance(x, torch.Tensor):
+        raise InputError(f"input='sequence' takes a torch.Tensor of frames [T, B, C, H, W], got "
+                         f"{type(x).__name__}")
+    if x.dim() < 3:
+        raise InputError(f"input='sequence' takes frames [T, B, ...] (time first, then the "
+                         f"batch), got shape {list(x.shape)}")
+    frames = int(x.shape[0])
+    if frames == 0:
+        raise InputError(f"the input sequence has no frames (shape {list(x.shape)})")
+    frames = check_steps(frames, "the sequence's number of frames T")
+    if steps is not None and check_steps(steps) != frames:
+        raise UsageError(f"steps = {steps} but the input sequence has {frames} frames: with "
+                         f"input='sequence' T is the number of frames (pass steps=None, or "
+                         f"frame the events into {steps} frames)")
+    parameter = next(snn.parameters(), None)
+    try:
+        # shape, dtype and device of one frame (the same for all: one tensor)
+        check_input(x[0], input_shape=snn.input_shape,
+                    channels=None if snn.input_shape is not None
+                    else infer_input_channels(snn.network),
+                    dtype=parameter.dtype if parameter is not None else torch.float32,
+                    nonfinite="propagate",
+                    device=parameter.device if parameter is not None else None)
+    except InputError as error:
+        raise type(error)(f"each frame x[t] of the input sequence {list(x.shape)}: "
+                          f"{error}") from error
+    needed = snn.frames_needed(frames)
+    if needed > frames:
+        raise UsageError(
+            f"method {snn.method.name!r} reads the first {needed} input frames of every layer "
+            f"before its run (docs/methods.md §4.5), but the input sequence has only {frames}; "
+            f"present at least {needed} frames (CLI --input events: a largest --T of at least "
+            f"{needed})"
+        )
+    bad = ~torch.isfinite(x).flatten(2).all(dim=2).all(dim=0)
+    if not bool(bad.any()):
+        return frames, None
+    if nonfinite == "error":
+        indices = bad.nonzero().flatten().tolist()
+        listed = ", ".join(map(str, indices[:5])) + (", ..." if len(indices) > 5 else "")
+        raise NonFiniteInputError(
+            f"{len(indices)} of {x.shape[1]} input sequence(s) contain NaN or inf (batch "
+            f"index {listed}); an SNN would turn them into confident answers. Clean the data, "
+            "or pass nonfinite='propagate' (CLI: --allow-nonfinite) to give them NaN outputs"
+        )
+    return frames, bad
+
+
+def _simulate_sequence(snn: SpikingNetwork, x: torch.Tensor, steps: int | None, mode: str,
+                       nonfinite: str) -> torch.Tensor:
+    """``simulate(..., input="sequence")``: validate, then run in chunks of the batch."""
+    check_nonfinite_policy(nonfinite)
+    steps, nonfinite_samples = check_sequence(snn, x, steps, nonfinite)
+    check_simulation_size(snn, steps, x.shape[1], x.device)
+    mode = resolve_mode(snn, mode, x.device)
+    chunk = x.shape[1]
+    if mode != "step":
+        chunk = layer_chunk_size(snn.frames_needed(steps if mode == "layer" else 1))
+    if x.shape[1] > chunk:
+        outputs = torch.cat([_simulate_frames(snn, part, mode) for part in x.split(chunk, dim=1)],
+                            dim=1)
+    else:
+        outputs = _simulate_frames(snn, x, mode)
+    return outputs if nonfinite_samples is None else _nan_where(nonfinite_samples, outputs)
+
+
+def _simulate_frames(snn: SpikingNetwork, x: torch.Tensor, mode: str) -> torch.Tensor:
+    """Run ``snn`` on frames ``x`` ``[T, B, ...]``: the prefix on every frame (step mode:
+    ``x[t]``; layer-wise: all frames folded into the batch, ``[T*B, ...]``, nothing repeated)."""
+    steps, batch = int(x.shape[0]), int(x.shape[1])
+    split = snn.split
+    frames = x.reshape(steps * batch, *x.shape[2:])  # frame t: rows t·B … (t+1)·B - 1
+    if frames.dim() == 4 and frames.device.type == "cpu":
+        snn.prefer_channels_last()  # as for constant input (docs/benchmarks.md §4)
+        frames = frames.to(memory_format=torch.channels_last)
+    snn.reset_state()
+    snn.set_horizon(steps)
+
+    def frame(t: int) -> torch.Tensor:
+        return frames[t * batch:(t + 1) * batch]
+
+    with torch.inference_mode():
+        if mode == "step":
+            return torch.stack([split.body(*split.prefix(frame(t))) for t in range(steps)])
+        # layer: every frame at once; hybrid: the first ρ frames at once (calibration reads
+        # them), then step by step, every neuron continuing from its state after those frames
+        head = steps if mode == "layer" else min(steps, snn.frames_needed(1))
+        with sequence_mode(head, batch):
+            y = split.body(*split.prefix(frames[: head * batch]))
+        outputs = y.view(head, batch, *y.shape[1:])
+        if head == steps:
+            return outputs
+        tail = [split.body(*split.prefix(frame(t))) for t in range(head, steps)]
+        return torch.cat([outputs, torch.stack(tail)])
 
 
 def output_width(snn: SpikingNetwork) -> int:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, fields
@@ -44,6 +45,12 @@ from .activations import (
     SymmetricThresholdReLU,
 )
 from .checkpoint import CheckpointError, CheckpointWriter, LoadedCheckpoint, read_checkpoint
+from .checkpoint_model import (
+    QCFS_FIT_SAMPLES,
+    check_factory_activation,
+    factory_model,
+    factory_record,
+)
 from .data.pipeline import (
     Dataset,
     evaluation_loader,
@@ -54,6 +61,8 @@ from .data.pipeline import (
 from .data.registry import dataset_info
 from .devices import resolve_device
 from .models import create_model
+from .models.factory import ModelFactory
+from .models.weights_file import WeightsFile, load_weights
 
 __all__ = ["AMP_MODES", "TrainConfig", "accuracy", "learned_thresholds", "train"]
 
@@ -85,8 +94,25 @@ class TrainConfig:
     image_size: int | None = None  # streamed datasets: square crop side (default 224)
     crop_padding: int | None = None  # in-memory datasets: random-crop padding (None: dataset's)
     horizontal_flip: bool = True  # in-memory datasets: random horizontal flip
+    # a user's own model (``ModelFactory.to_dict()``: target, kwargs) instead of `architecture`,
+    # which then names the factory; trained as it is (activation relu) or rewritten by to_qcfs
+    # (activation qcfs, `maxpool` "keep" or "avg"; θ from a few training batches)
+    model_factory: dict | None = None
+    maxpool: str | None = None
 
     def __post_init__(self) -> None:
+        if self.model_factory is not None:
+            target = ModelFactory.from_dict(self.model_factory).target
+            if self.architecture not in (target, "fashion_cnn"):  # fashion_cnn: the default
+                raise ValueError(f"architecture {self.architecture!r} and model_factory "
+                                 f"{target!r} name two models; give one")
+            self.architecture = target
+            check_factory_activation(self.activation, self.maxpool)
+            if self.activation.kind == "qcfs" and self.maxpool is None:
+                self.maxpool = "keep"  # to_qcfs's default: the converter's spiking max-pool
+        elif self.maxpool is not None:
+            raise ValueError("maxpool applies to a model from a model factory rewritten with "
+                             "QCFS (--model-factory ... --activation qcfs:L=N)")
         if self.epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {self.epochs}")
         if self.batch_size < 1:
@@ -188,13 +214,19 @@ def accuracy(
 def _checkpoint_config(
     cfg: TrainConfig, model: nn.Module, train: Dataset, epochs_done: int,
     history: list[dict], command: str | None, test_fingerprint: str | None = None,
+    init_weights: dict | None = None,
 ) -> dict[str, Any]:
     kwargs = {"input_size": list(train.input_size)} if cfg.architecture == "fashion_cnn" else {}
+    own = {} if cfg.model_factory is None else {"model_factory": factory_record(
+        ModelFactory.from_dict(cfg.model_factory), cfg.activation, cfg.maxpool)}
+    weights = {} if init_weights is None else {"init_weights": init_weights}
     return {
         "architecture": cfg.architecture,
         "num_classes": train.num_classes,
         "in_channels": train.in_channels,
         "model_kwargs": kwargs,
+        **own,
+        **weights,
         "activation": cfg.activation.to_dict(),
         "thresholds": learned_thresholds(model),
         "dataset": train.name,
@@ -229,40 +261,85 @@ def train(
     log: Callable[[str], None] = print,
     stop_after_epoch: int | None = None,
     workers: int = 0,
+    init_weights: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Train ``cfg.architecture`` on ``cfg.dataset``; return the final ``config.json`` dict.
+    """Train ``cfg.architecture`` (or ``cfg.model_factory``'s model) on ``cfg.dataset``; return
+    the final ``config.json`` dict.
 
     ``stop_after_epoch`` ends the run early (as a killed run would) while keeping the schedule
     of ``cfg.epochs``; ``resume=True`` continues it. An ``out_dir`` that already holds a
     checkpoint needs ``resume=True`` or ``overwrite=True``; it is checked and locked before any
     data is loaded (:class:`~spikebridge.checkpoint.CheckpointWriter`). ``allow_unverified``
     lets ``resume`` read a checkpoint without (matching) hashes. ``workers`` decoding processes
-    feed streamed datasets (ImageNet, image folders).
+    feed streamed datasets (ImageNet, image folders). ``init_weights``: a weights file
+    (:mod:`spikebridge.models.weights_file`) loaded into the new model before training — for a
+    factory model rewritten with QCFS, the model as the factory builds it (its ReLU weights),
+    before the rewrite; its path and SHA-256 are recorded in ``config.json``. A resumed run
+    continues from its checkpoint's weights, so ``init_weights`` with ``resume`` is refused.
 
     Called in every process of an initialised ``torch.distributed`` group it trains with
     DistributedDataParallel (module docstring); only rank 0 locks ``out_dir``, writes it and
     calls ``log``, and every rank stops if rank 0 cannot open ``out_dir``.
     """
     out_dir = Path(out_dir)
+    if init_weights is not None and resume:
+        raise ValueError("--init-weights and --resume exclude each other: a resumed run "
+                         f"continues from the weights of its checkpoint in {out_dir}")
     device = resolve_device(device)
     if device.type == "cuda" and device.index is None:  # DDP needs the index
         device = torch.device("cuda", torch.cuda.current_device())
     main = distributed.is_main_process()
     if not main:
         log, progress = (lambda _message: None), False
+    created = not os.path.lexists(out_dir)
     writer = distributed.on_main_process(
         lambda: CheckpointWriter(out_dir, resume=resume, overwrite=overwrite))
-    with writer if writer is not None else contextlib.nullcontext():
-        saved = None
-        if resume:
-            saved = read_checkpoint(out_dir, train_state=True, allow_unverified=allow_unverified)
-            _check_resumable(saved, cfg, out_dir, log)
-            if saved.train_state is None:
-                raise CheckpointError(f"cannot resume {out_dir}: its checkpoint has no training "
-                                      "state (it was not written by `spikebridge train`)")
-        return _train(cfg, out_dir, writer, saved, data_dir=data_dir, progress=progress,
-                      command=command, device=device, log=log,
-                      stop_after_epoch=stop_after_epoch, workers=workers)
+    try:
+        with writer if writer is not None else contextlib.nullcontext():
+            saved = None
+            if resume:
+                saved = read_checkpoint(out_dir, train_state=True,
+                                        allow_unverified=allow_unverified)
+                _check_resumable(saved, cfg, out_dir, log)
+                if saved.train_state is None:
+                    raise CheckpointError(f"cannot resume {out_dir}: its checkpoint has no "
+                                          "training state (it was not written by `spikebridge "
+                                          "train`)")
+            return _train(cfg, out_dir, writer, saved, data_dir=data_dir, progress=progress,
+                          command=command, device=device, log=log,
+                          stop_after_epoch=stop_after_epoch, workers=workers,
+                          init_weights=init_weights)
+    except BaseException:
+        if created and writer is not None:  # refused before a commit (a model factory that
+            with contextlib.suppress(OSError):  # fails, weights that do not fit): leave nothing
+                out_dir.rmdir()  # only while still empty: a committed epoch stays
+        raise
+
+
+def _initial_model(cfg: TrainConfig, train_set: Dataset, init_weights: str | Path | None, *,
+                   resumed: bool, workers: int) -> tuple[nn.Module, WeightsFile | None]:
+    """The model to train: ``cfg.architecture`` from the registry, or ``cfg.model_factory``'s
+    model (checked on the training images' size) rewritten with QCFS for a ``qcfs`` activation,
+    θ starting at the 99.9th percentile of each activation's outputs on QCFS_FIT_SAMPLES
+    training images (a resumed run loads its trained θ instead); ``init_weights`` loaded first.
+    """
+    if cfg.model_factory is None:
+        kwargs = ({"input_size": train_set.input_size} if cfg.architecture == "fashion_cnn"
+                  else {})
+        model = create_model(cfg.architecture, num_classes=train_set.num_classes,
+                             in_channels=train_set.in_channels, activation=cfg.activation,
+                             **kwargs)
+        weights = None if init_weights is None else load_weights(
+            model, init_weights, what=f"{cfg.architecture} with activation {cfg.activation.kind}")
+        return model, weights
+    data = None
+    if cfg.activation.kind == "qcfs" and not resumed:
+        fit = train_set.subset(min(QCFS_FIT_SAMPLES, len(train_set)), seed=cfg.seed)
+        data = evaluation_loader(fit, min(cfg.batch_size, 128), workers=workers, shard=False)
+    return factory_model(ModelFactory.from_dict(cfg.model_factory), cfg.activation, cfg.maxpool,
+                         data=data, init_weights=init_weights,
+                         input_shape=(train_set.in_channels, *train_set.input_size),
+                         num_classes=train_set.num_classes)
 
 
 def _check_resumable(saved: LoadedCheckpoint, cfg: TrainConfig, out_dir: Path,
@@ -303,6 +380,7 @@ def _train(
     log: Callable[[str], None],
     stop_after_epoch: int | None,
     workers: int,
+    init_weights: str | Path | None = None,
 ) -> dict[str, Any]:
     world = distributed.world_size()
     padding = (dataset_info(cfg.dataset).crop_padding if cfg.crop_padding is None
@@ -314,12 +392,16 @@ def _train(
     test_set = open_dataset(cfg.dataset, "test", data_dir, input_size=train_set.input_size,
                             mean=train_set.mean, std=train_set.std)
     torch.manual_seed(cfg.seed)
-    kwargs = {"input_size": train_set.input_size} if cfg.architecture == "fashion_cnn" else {}
-    model = create_model(cfg.architecture, num_classes=train_set.num_classes,
-                         in_channels=train_set.in_channels, activation=cfg.activation, **kwargs)
+    model, weights = _initial_model(cfg, train_set, init_weights, resumed=saved is not None,
+                                    workers=workers)
+    initial = (weights.record() if weights is not None
+               else None if saved is None else saved.config.get("init_weights"))
     loader = training_loader(train_set, cfg.batch_size, seed=cfg.seed, augment=cfg.augment,
                              workers=workers,
-                             crop_padding=padding, horizontal_flip=cfg.horizontal_flip,
+                             crop_padding=padding,
+                             # only where a mirror keeps the label (the dataset's record says)
+                             horizontal_flip=(cfg.horizontal_flip
+                                              and dataset_info(cfg.dataset).horizontal_flip),
                              autoaugment=cfg.autoaugment, cutout=cfg.cutout, device=device)
     test_loader = evaluation_loader(test_set, 500, workers=workers, idle_processes=True)
     if len(loader) == 0:
@@ -413,7 +495,7 @@ def _train(
             f"({record['seconds']:.0f} s)"
         )
         config = _checkpoint_config(cfg, model, train_set, epoch + 1, history, command,
-                                    getattr(test_set, "fingerprint", lambda: None)())
+                                    getattr(test_set, "fingerprint", lambda: None)(), initial)
         if writer is not None:
             writer.commit(model, config, {
                 "optimizer": optimizer.state_dict(),

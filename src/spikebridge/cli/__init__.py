@@ -1,5 +1,5 @@
-"""The ``spikebridge`` command: train | convert | export | evaluate | compare | analyse | demo |
-reproduce | info.
+"""The ``spikebridge`` command: train | convert | check | export | evaluate | compare | analyse |
+demo | reproduce | info.
 
 One module per command (``add_parser`` + ``run``), each only parsing its flags and calling the
 experiment layer (:mod:`spikebridge.experiments`); :mod:`.arguments` holds the shared option

@@ -10,6 +10,7 @@ import sys
 import warnings
 
 from . import analyse as analyse_command
+from . import check as check_command
 from . import compare as compare_command
 from . import convert as convert_command
 from . import demo as demo_command
@@ -30,6 +31,9 @@ accuracy at very few time-steps.
   spikebridge evaluate --model runs/m1 --method cos --rho 4 --T 1,2,4,8
   spikebridge compare --methods qcfs,cos --T 1,2,4,8,16,32
   spikebridge analyse --iterations 0,1,2,4     offset-spike statistics (COS paper Fig. 1/3, Table 3)
+  spikebridge check --model-factory mynet:build     does your own model convert? every problem
+  spikebridge train --model-factory mynet:build --init-weights relu.pt --activation qcfs:L=4
+                    --lr 0.01 --epochs 2 --out runs/mine    fine-tune your ReLU model as QCFS
   spikebridge train --recipe cifar100-vgg16 --out runs/c100    a COS paper row (docs/reproduce.md)
   spikebridge reproduce --recipe cifar100-vgg16 --model runs/c100   ours vs the paper, per T
 
@@ -45,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     train_command.add_parser(sub)
     convert_command.add_parser(sub)
+    check_command.add_parser(sub)
     export_command.add_parser(sub)
     evaluate_command.add_parser(sub)
     compare_command.add_parser(sub)

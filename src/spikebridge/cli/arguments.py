@@ -174,6 +174,15 @@ def add_model_and_data(p: argparse.ArgumentParser, *, conversion: bool = True) -
                    "grid (2^(b-1) levels, truncated; docs/methods.md §7.6)")
 
 
+def add_input_option(p: argparse.ArgumentParser) -> None:
+    """``--input images|events``: what the SNN is shown at every step (docs/methods.md §2.6)."""
+    p.add_argument("--input", choices=("images", "events"), default="images",
+                   help="images: the test image at every step (direct encoding, default); "
+                   "events: an event-camera data set's recordings (nmnist, cifar10-dvs, "
+                   "dvs-gesture) sliced into max(T) frames, one per step; data-based methods "
+                   "calibrate on the frames too (their ANN statistics on the frames' mean)")
+
+
 def cos_defaults() -> dict:
     """COS's parameters and their defaults, read from the method (``--rho`` & co.)."""
     from ..methods import method_defaults
@@ -298,3 +307,67 @@ def one_method(args: argparse.Namespace) -> list:
 
 def snn_directories(text: str) -> list[Path]:
     return [Path(item) for item in text.split(",") if item.strip()]
+
+
+DEFAULT_FACTORY_DATASET = "fashion-mnist"
+
+
+def add_own_model_options(p: argparse.ArgumentParser, *, dataset: bool = True,
+                          weights: str | None = None) -> None:
+    """``--model-factory``, ``--factory-arg``, ``--init-weights`` (docs/your-model.md, "From the
+    command line"); ``dataset``: also ``--dataset``, for commands that otherwise take the data
+    set from a checkpoint; ``weights``: the help of ``--init-weights``."""
+    g = p.add_argument_group("your own model (docs/your-model.md)")
+    g.add_argument("--model-factory", default=None, metavar="MODULE:FUNCTION",
+                   help="build the model by calling FUNCTION of the importable module MODULE "
+                   "(e.g. mynets.cnn:build), which returns a torch.nn.Module; the current "
+                   "directory is importable, like uvicorn's")
+    g.add_argument("--factory-arg", action="append", default=None, metavar="KEY=VALUE",
+                   help="a keyword argument of the factory (repeatable); VALUE is read as a JSON "
+                   "literal (width=16, sizes=[8,16], bias=false), else as a string (name=wide)")
+    g.add_argument("--init-weights", type=Path, default=None, metavar="FILE",
+                   help=weights or "weights of the factory's model: a .safetensors file or a "
+                   "state dict saved with torch.save (a dict with a 'state_dict' or 'model' "
+                   "entry works too; read with weights_only=True, never unpickled)")
+    if dataset:
+        g.add_argument("--dataset", default=None,
+                       help="with --model-factory: the data set to test (and calibrate) the "
+                       f"model on (default {DEFAULT_FACTORY_DATASET}; `spikebridge info`), "
+                       "normalized as `spikebridge train` normalizes it")
+
+
+def model_factory(args: argparse.Namespace):
+    """``--model-factory`` with its ``--factory-arg`` values as a
+    :class:`~spikebridge.models.factory.ModelFactory` (``None`` without); nothing is imported
+    yet. ``--factory-arg`` without ``--model-factory`` is refused."""
+    from ..models.factory import ModelFactory, parse_factory_args
+
+    target, items = getattr(args, "model_factory", None), getattr(args, "factory_arg", None)
+    if target is None:
+        if items:
+            raise ValueError("--factory-arg applies to --model-factory (the keyword arguments "
+                             "of your factory); give --model-factory MODULE:FUNCTION")
+        return None
+    return ModelFactory(target, parse_factory_args(items or ()))
+
+
+def own_model_conflicts(args: argparse.Namespace):
+    """The factory of ``--model-factory`` (``None`` without), after refusing what does not
+    apply with it or without it: ``--model DIR`` (a checkpoint has its model, weights and data
+    set) together with ``--model-factory``, ``--init-weights`` or ``--dataset``."""
+    factory = model_factory(args)
+    init_weights, dataset = getattr(args, "init_weights", None), getattr(args, "dataset", None)
+    if factory is None:
+        given = [flag for flag, value in (("--init-weights", init_weights),
+                                          ("--dataset", dataset)) if value is not None]
+        if given:
+            raise ValueError(
+                f"{', '.join(given)} appl{'ies' if len(given) == 1 else 'y'} to a model from "
+                "--model-factory; a checkpoint (--model DIR, or the shipped model) brings its "
+                "own weights and data set")
+        return None
+    if getattr(args, "model", None) is not None:
+        raise ValueError("--model-factory and --model exclude each other: --model names a "
+                         "checkpoint, whose config.json already records the factory it was "
+                         "trained from (if any)")
+    return factory

@@ -12,7 +12,9 @@ from .arguments import (
     add_common,
     add_cos_options,
     add_energy_options,
+    add_input_option,
     add_model_and_data,
+    add_own_model_options,
     add_process_options,
     method_names,
     method_specs,
@@ -28,6 +30,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Evaluate several conversion methods on the same model and test images.",
     )
     add_model_and_data(p)
+    add_own_model_options(p)
     p.add_argument("--methods", default=None, help="comma-separated; each a "
                    + METHODS_HELP.format(", ".join(method_names())) + " Default qcfs,cos.")
     p.add_argument("--snn", default=None, metavar="D1[,D2...]",
@@ -39,6 +42,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "accuracy_vs_energy.png")
     add_cos_options(p)
     add_energy_options(p)
+    add_input_option(p)
     add_process_options(p)
     add_common(p)
     p.set_defaults(func=run)

@@ -9,12 +9,15 @@ from pathlib import Path
 
 from ..calibration import DEFAULT_CALIBRATION_SAMPLES
 from .arguments import (
+    DEFAULT_FACTORY_DATASET,
     METHODS_HELP,
     add_common,
     add_cos_options,
+    add_own_model_options,
     batch_count,
     method_names,
     one_method,
+    own_model_conflicts,
     positive_int,
 )
 from .runs import check_weight_options, resolve_model, run_options
@@ -49,13 +52,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--allow-unverified", action="store_true",
                    help="convert a checkpoint without (or failing) the SHA-256 manifest check")
     add_cos_options(p)
+    add_own_model_options(p)
     add_common(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..checkpoint import check_output_dir, load_checkpoint
-    from ..experiments import convert_model
+    from ..experiments import convert_model, factory_ann
     from ..methods import get_method
     from ..snn_artefact import save_snn
 
@@ -66,14 +70,20 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.out} already holds an SNN or checkpoint; pass --overwrite to "
                          "replace it (atomically) or choose another --out")
     check_weight_options(args)
-    model_dir = resolve_model(spec, args)
-    ann, config = load_checkpoint(model_dir, device=args.device,
-                                  allow_unverified=args.allow_unverified or None)
+    factory = own_model_conflicts(args)
+    if factory is not None:
+        model_dir, origin = None, factory.describe()
+        ann, config = factory_ann(factory, args.dataset or DEFAULT_FACTORY_DATASET,
+                                  run_options(args), init_weights=args.init_weights)
+    else:
+        model_dir = origin = resolve_model(spec, args)
+        ann, config = load_checkpoint(model_dir, device=args.device,
+                                      allow_unverified=args.allow_unverified or None)
     method = get_method(spec.name, **spec.params)
     snn, calibration = convert_model(ann, config, method, run_options(args))
     save_snn(snn.cpu(), args.out, ann_config=config, source=model_dir, overwrite=args.overwrite,
              conversion={"calibration_samples": None if calibration is None
                          else calibration.samples, "label": spec.label})
-    print(f"wrote {args.out} ({spec.label} SNN of {model_dir}; evaluate it with "
+    print(f"wrote {args.out} ({spec.label} SNN of {origin}; evaluate it with "
           f"`spikebridge evaluate --snn {args.out}`)")
     return 0

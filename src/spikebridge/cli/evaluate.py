@@ -12,7 +12,9 @@ from .arguments import (
     add_common,
     add_cos_options,
     add_energy_options,
+    add_input_option,
     add_model_and_data,
+    add_own_model_options,
     add_process_options,
     method_names,
     method_specs,
@@ -25,11 +27,13 @@ from .runs import is_main_process, multi_process, print_energy, refuse_with_snn
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "evaluate", help="convert a trained ANN and measure the SNN's accuracy at every T",
-        description="Convert a checkpoint with one method, simulate the test set once for "
+        description="Convert a checkpoint (or a model from --model-factory) with one method, "
+        "simulate the test set once for "
         "max(T) steps and report the accuracy at each requested T (running mean of the output "
         "layer) next to the ANN's.",
     )
     add_model_and_data(p)
+    add_own_model_options(p)
     p.add_argument("--method", default=None, help="one " + METHODS_HELP.format(
         ", ".join(method_names())) + " Default qcfs.")
     p.add_argument("--snn", default=None, metavar="DIR",
@@ -40,6 +44,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", type=Path, default=None, help="write the result record here")
     add_cos_options(p)
     add_energy_options(p)
+    add_input_option(p)
     add_process_options(p)
     add_common(p)
     p.set_defaults(func=run)

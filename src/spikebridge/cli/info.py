@@ -44,7 +44,6 @@ def run(_args: argparse.Namespace) -> int:
     print("recipes (docs/reproduce.md; train --recipe NAME, reproduce --recipe NAME):")
     for name in list_recipes():
         recipe = load_recipe(name)
-        print(f"  {name:<20} {recipe.title}: {recipe.architecture}, L = {recipe.levels}, "
-              f"ρ = {recipe.rho}")
+        print(f"  {name:<20} {recipe.title}: {recipe.summary()}")
     print(f"shipped model: {SHIPPED_MODEL_DIR}")
     return 0

@@ -12,7 +12,13 @@ import sys
 import warnings
 from pathlib import Path
 
-from .arguments import cos_defaults, energy_model, model_choices
+from .arguments import (
+    DEFAULT_FACTORY_DATASET,
+    cos_defaults,
+    energy_model,
+    model_choices,
+    own_model_conflicts,
+)
 from .messages import one_line_warnings
 
 
@@ -125,6 +131,8 @@ def run_options(args: argparse.Namespace):
         weight_rounding=getattr(args, "weight_rounding", "nearest"),
         count_operations=not getattr(args, "no_energy", False), energy=energy_model(args),
         nonfinite="propagate" if getattr(args, "allow_nonfinite", False) else "error",
+        **({"input": "sequence", "frames": max(args.T)}
+           if getattr(args, "input", "images") == "events" else {}),
     )
 
 
@@ -150,13 +158,29 @@ def announcer(args: argparse.Namespace):
     return announce
 
 
+def own_model(args: argparse.Namespace, options):
+    """The :class:`~spikebridge.experiments.LoadedModel` of ``--model-factory`` (with
+    ``--init-weights`` and the test set of ``--dataset``), or ``None`` without it."""
+    from ..experiments import load_factory_model
+
+    factory = own_model_conflicts(args)
+    if factory is None:
+        return None
+    return load_factory_model(factory, args.dataset or DEFAULT_FACTORY_DATASET, options,
+                              init_weights=args.init_weights)
+
+
 def run_methods(args: argparse.Namespace, specs: list, steps: list[int]) -> list[dict]:
-    """Convert and evaluate each method of ``specs`` on its model: result records."""
+    """Convert and evaluate each method of ``specs`` on its model (``--model``, or the one
+    ``--model-factory`` builds): result records."""
     from ..experiments import run_methods as run
 
     check_weight_options(args)
-    return run(specs, lambda spec: resolve_model(spec, args), steps, run_options(args),
-               announce=announcer(args))
+    options = run_options(args)
+    own = own_model(args, options)
+    model_for = (lambda spec: own) if own is not None else (
+        lambda spec: resolve_model(spec, args))
+    return run(specs, model_for, steps, options, announce=announcer(args))
 
 
 def run_snns(args: argparse.Namespace, directories: list[Path], steps: list[int]) -> list[dict]:
@@ -202,6 +226,8 @@ def refuse_with_snn(args: argparse.Namespace, method_flag: str) -> None:
     would choose them are refused, not ignored."""
     given = [flag for flag, value in (
         ("--model", args.model), (method_flag, getattr(args, method_flag[2:], None)),
+        *((flag, getattr(args, flag[2:].replace("-", "_"), None)) for flag in (
+            "--model-factory", "--factory-arg", "--init-weights", "--dataset")),
         ("--weight-bits", args.weight_bits), ("--calibration-samples", args.calibration_samples),
         ("--weight-rounding", None if getattr(args, "weight_rounding", "nearest") == "nearest"
          else args.weight_rounding),

@@ -8,7 +8,15 @@ import shlex
 import sys
 from pathlib import Path
 
-from .arguments import add_common, add_follow_links, add_process_options, batch_count, positive_int
+from .arguments import (
+    add_common,
+    add_follow_links,
+    add_own_model_options,
+    add_process_options,
+    batch_count,
+    model_factory,
+    positive_int,
+)
 from .runs import multi_process
 
 #: train options a recipe sets -> TrainConfig field (None when not given on the command line)
@@ -49,7 +57,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="qcfs:L=4,theta=2 (default) | relu | clipped_relu:theta=2 | "
                    "slip:L=4,c=0.5,theta=2[,delta1=0,delta2=0.5,learn_c=1] | strelu:theta=2 "
                    "(a reconstruction, docs/methods.md §6) | "
-                   "leaky_threshold:theta=2,alpha=0.1,neg_theta=0.5")
+                   "leaky_threshold:theta=2,alpha=0.1,neg_theta=0.5. With --model-factory: "
+                   "relu (default: the model as it is) or qcfs:L=4 (to_qcfs rewrites its "
+                   "ReLUs, θ from 256 training images; fine-tune with a small --lr, e.g. 1/10 "
+                   "of the original, for a few --epochs)")
     p.add_argument("--epochs", type=int, default=None, help="default 10")
     p.add_argument("--batch-size", type=batch_count, default=None, help="default 128")
     p.add_argument("--lr", type=float, default=None, help="default 0.1")
@@ -84,9 +95,36 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--amp", choices=("bf16",), default=None,
                    help="mixed precision: bfloat16 autocast for forward and loss (weights and "
                    "optimizer stay float32; default off)")
+    add_own_model_options(
+        p, dataset=False,
+        weights="weights to start from: a .safetensors file or a state dict saved with "
+        "torch.save (a dict with a 'state_dict' or 'model' entry works too; read with "
+        "weights_only=True, never unpickled). With --model-factory the weights of the model the "
+        "factory builds (e.g. your ReLU network's), loaded before --activation qcfs rewrites it")
+    p.add_argument("--maxpool", choices=("keep", "avg"), default=None,
+                   help="with --model-factory and --activation qcfs:L=N: keep max-pooling "
+                   "(default; it converts to a spiking max-pool) or swap it for average pooling "
+                   "of the same window (converts exactly, costs some accuracy to fine-tune back)")
     add_process_options(p)
     add_common(p)
     p.set_defaults(func=run)
+
+
+def _factory_activation(text: str | None):
+    """The activation a factory model is trained with: as it is (relu, the default) or
+    rewritten with QCFS; θ is not an option (to_qcfs starts it from the data)."""
+    from ..activations import ActivationSpec
+
+    if text is None:
+        return ActivationSpec("relu")
+    spec = ActivationSpec.parse(text)  # a kind other than relu / qcfs: TrainConfig refuses it
+    options = text.partition(":")[2].split(",")
+    if spec.kind == "qcfs" and any(o.partition("=")[0].strip().lower() == "theta"
+                                   for o in options):
+        raise ValueError(f"--activation {text}: θ of a --model-factory model is not set by hand; "
+                         "to_qcfs starts every θ at the 99.9th percentile of that activation's "
+                         "outputs on 256 training images (give qcfs:L=N only)")
+    return spec
 
 
 @multi_process
@@ -97,7 +135,20 @@ def run(args: argparse.Namespace) -> int:
     # options a recipe sets: given explicitly they override it; absent, the defaults apply
     chosen = {key: getattr(args, option) for option, key in _RECIPE_OPTIONS.items()
               if getattr(args, option) is not None}
-    if "activation" in chosen:
+    factory = model_factory(args)
+    if factory is not None:
+        given = [flag for flag, value in (("--model", args.model), ("--recipe", args.recipe))
+                 if value is not None]
+        if given:
+            raise ValueError(f"--model-factory and {', '.join(given)} both name the model to "
+                             "train; give one")
+        chosen.update(activation=_factory_activation(args.activation),
+                      model_factory=factory.to_dict(), maxpool=args.maxpool)
+    elif args.maxpool is not None:
+        raise ValueError("--maxpool applies to --model-factory with --activation qcfs:L=N (the "
+                         "QCFS rewrite of your model); spikebridge's own architectures have "
+                         "their pooling built in")
+    elif "activation" in chosen:
         chosen["activation"] = ActivationSpec.parse(chosen["activation"])
     if args.no_augment:
         given = [flag for flag, key in (("--autoaugment", "autoaugment"), ("--cutout", "cutout"),
@@ -123,6 +174,6 @@ def run(args: argparse.Namespace) -> int:
     config = train(cfg, args.out, data_dir=args.data_dir, resume=args.resume,
                    overwrite=args.overwrite, allow_unverified=args.allow_unverified or None,
                    progress=not args.quiet, command=command, device=args.device,
-                   workers=args.workers)
+                   workers=args.workers, init_weights=args.init_weights)
     print(f"wrote {args.out} (test accuracy {config['test_accuracy']:.2%})")
     return 0

@@ -17,6 +17,8 @@
   :mod:`~spikebridge.data.image_transforms` (per-image crops and resizes),
   :mod:`~spikebridge.data.seeded_sampling` (order and augmentation seeds) and
   :mod:`~spikebridge.data.streaming_loader` (:func:`make_loader`).
+* :mod:`spikebridge.data.event_sets` — the event-camera datasets (N-MNIST, CIFAR10-DVS, DVS128
+  Gesture): their count images for the CNN, :func:`event_loader` for the frames an SNN takes.
 * :mod:`spikebridge.data.errors` — the exceptions for missing or malformed dataset files.
 * :mod:`spikebridge.data.transforms` — vectorised batch transforms (normalise, crop, flip).
 * :mod:`spikebridge.data.loader` — :class:`BatchLoader`, reproducible shuffled mini-batches.
@@ -34,6 +36,7 @@ from spikebridge.data.datasets import (
     list_datasets,
     load_dataset,
 )
+from spikebridge.data.event_sets import event_dataset_names, event_loader, open_event_dataset
 from spikebridge.data.idx import IdxFormatError, read_idx, write_idx
 from spikebridge.data.imagefolder import (
     CorruptImageError,
@@ -62,6 +65,8 @@ __all__ = [
     "StreamingLoader",
     "UnsafePickleError",
     "decode_image",
+    "event_dataset_names",
+    "event_loader",
     "list_datasets",
     "list_streaming_datasets",
     "load_cifar10",
@@ -70,6 +75,7 @@ __all__ = [
     "load_streaming_dataset",
     "make_loader",
     "normalize",
+    "open_event_dataset",
     "random_crop",
     "random_horizontal_flip",
     "read_idx",

@@ -16,6 +16,10 @@ Known datasets (see :func:`list_datasets`):
   colour images from the official python or binary release files, read from ``data_dir`` or
   ``$SPIKEBRIDGE_DATA_DIR`` (see :mod:`spikebridge.data.cifar`).
 
+``nmnist``, ``cifar10-dvs`` and ``dvs-gesture`` are event-camera recordings, loaded as one count
+image per recording (:mod:`spikebridge.data.event_sets`, which also gives their frames for an
+SNN).
+
 ``imagenet`` and ``imagefolder`` are too large for memory: :func:`load_dataset` refuses them and
 points to :func:`spikebridge.data.load_streaming_dataset` (see
 :mod:`spikebridge.data.imagefolder`).
@@ -35,7 +39,7 @@ import numpy as np
 import torch
 
 # Importing these registers their datasets; with this module's own the registry is complete.
-from spikebridge.data import cifar, imagefolder  # noqa: F401
+from spikebridge.data import cifar, event_sets, imagefolder  # noqa: F401
 from spikebridge.data.errors import DatasetFormatError, DatasetNotFoundError
 from spikebridge.data.idx import read_idx
 from spikebridge.data.image_dataset import ImageDataset, memory_dataset_info

@@ -36,6 +36,11 @@ class DatasetNotFoundError(FileNotFoundError):
     def __str__(self) -> str:
         return str(self.args[0])
 
+    @property
+    def details(self) -> list[str]:
+        """What was wrong with each searched directory, in the order searched."""
+        return list(self._details)
+
     def __reduce__(self):  # keep the exception picklable despite the custom __init__
         return type(self), (self.dataset, self.searched, self._details, self._hint)
 

@@ -26,6 +26,11 @@ How to add a dataset — everything goes in the module that defines its loader:
 3. a new module must also be imported by :mod:`spikebridge.data.datasets` (the public face),
    which is what registers it.
 
+An event-camera dataset is registered the same way, by :mod:`spikebridge.data.event_sets`: its
+loader turns each recording into a count image (an in-memory ``ImageDataset``, so training,
+augmentation and evaluation are those of the image sets) and its record's ``events`` field
+(:class:`EventDefaults`) says how, and how the frames an SNN takes are made.
+
 Nothing else lists the datasets: the names known to ``load_dataset``, ``dataset_info``,
 ``spikebridge info`` and the error messages are all generated from the records.
 """
@@ -39,11 +44,38 @@ from typing import Any
 __all__ = [
     "DATASETS",
     "DatasetInfo",
+    "EventDefaults",
     "dataset_info",
     "dataset_key",
     "dataset_names",
     "register_dataset",
 ]
+
+
+@dataclass(frozen=True)
+class EventDefaults:
+    """How an event-camera dataset becomes tensors: the facts of its two representations.
+
+    * counts (the CNN input, what ``--dataset`` trains on): per pixel and polarity, the events of
+      the window ``[t0, t0 + window_us)`` (``t0`` = the sample's first timestamp; ``None`` = the
+      whole sample) after binning the ``sensor_size`` pixels to the record's ``image_size``,
+      saturated at ``count_scale`` and divided by it;
+    * frames (the SNN input): the same window sliced into ``frames`` equal durations, each frame
+      the counts of its slice times ``frames / count_scale`` — so the mean over the frames equals
+      the CNN input wherever no count saturates.
+
+    ``sensor_size`` is ``(width, height)`` (the event convention; ``image_size`` is ``(H, W)``);
+    ``polarity`` is ``"split"`` (2 channels, OFF then ON) or ``"sum"`` (1). ``split`` says how
+    train and test are told apart and ``source`` where the defaults come from.
+    """
+
+    sensor_size: tuple[int, int]
+    window_us: int | None
+    frames: int
+    polarity: str
+    count_scale: float
+    split: str
+    source: str
 
 
 @dataclass(frozen=True)
@@ -57,6 +89,10 @@ class DatasetInfo:
     crop in-memory training uses (0: streamed, augmented per image instead). ``loader`` loads a
     split: ``loader(split, data_dir)`` (streamed datasets also take the options of
     :func:`spikebridge.data.load_streaming_dataset`); it is left out of ``repr`` and ``==``.
+    ``horizontal_flip`` says whether a left-right mirror keeps a sample's label, i.e. whether
+    training flips it (not DVS Gesture's left/right-hand classes, nor N-MNIST's digits).
+    ``events`` is set for event-camera datasets (:mod:`spikebridge.data.event_sets`): the
+    defaults of their count and frame representations; ``None`` for image datasets.
     """
 
     name: str
@@ -70,6 +106,8 @@ class DatasetInfo:
     train_transform: str
     test_transform: str
     loader: Callable[..., Any] = field(kw_only=True, repr=False, compare=False)
+    horizontal_flip: bool = field(default=True, kw_only=True)
+    events: EventDefaults | None = field(default=None, kw_only=True)
 
     @property
     def streaming(self) -> bool:

@@ -6,6 +6,11 @@ every IF neuron emits a fresh leaf tensor: the gradient of the sum of the next n
 with respect to a leaf element is its fan-out — border-aware, with stride, padding (and its
 mode), dilation and groups honoured, and average pooling folded into the next layer's
 connectivity. Pooling's own additions are not counted (§8.2's convention).
+
+With event input (``simulate(..., input="sequence")``) the input is spikes too: an event at
+input element :math:`j` triggers :math:`\mathrm{fanout}_{in}(j)` accumulates in the first
+synaptic layers — the convolutions / linears that read the input directly (through pooling or
+reshapes at most) — counted the same way, border-aware (:func:`input_event_fanout`).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from torch import fx, nn
 
 from ..network import SpikingNetwork, is_neuron_node, time_dependent_nodes
 from ..neurons import IFNeuron, input_current
+from ..spiking_maxpool import SpikingMaxPool2d
 from .macs import (
     ADAPTIVE_POOL_FUNCTIONS,
     ADAPTIVE_POOL_MODULES,
@@ -41,7 +47,8 @@ from .macs import (
     per_sample,
 )
 
-__all__ = ["count_synaptic_operations", "network_fanout", "synaptic_fanout"]
+__all__ = ["InputFanout", "count_synaptic_operations", "event_sources", "input_event_fanout",
+           "network_fanout", "synaptic_fanout"]
 
 def _sum_pool(x: torch.Tensor, dims: int, kernel, stride, padding, ceil_mode: bool) -> torch.Tensor:
     """Average pooling that sums (divisor 1): every window element reaches its output once."""
@@ -99,6 +106,15 @@ class _Connectivity(fx.Interpreter):
                 )
             self.targets[target] = x
             leaf = torch.zeros_like(x, requires_grad=True)
+            self.leaves[target] = leaf
+            return leaf
+        if isinstance(module, SpikingMaxPool2d):
+            # a gate, not a synapse: the spikes it is given stop here (no accumulate), and the
+            # ones it passes on are events of its own, each costing its fan-out (§8.2)
+            with torch.no_grad():
+                shape = F.max_pool2d(x, module.kernel_size, module.stride, module.padding,
+                                     module.dilation, module.ceil_mode).shape
+            leaf = torch.zeros(shape, dtype=x.dtype, device=x.device, requires_grad=True)
             self.leaves[target] = leaf
             return leaf
         if isinstance(module, CONV_MODULES):
@@ -274,7 +290,8 @@ def count_synaptic_operations(spikes: torch.Tensor, fanout: torch.Tensor) -> int
 
 @dataclass
 class SourceFanout:
-    """One IF layer's static counting data for one input shape."""
+    """One event source's static counting data for one input shape (an IF layer, or a
+    spiking max-pool relaying one's spikes)."""
 
     neurons: int
     shape: tuple[int, ...]
@@ -282,6 +299,7 @@ class SourceFanout:
     matrix: torch.Tensor  # [N, len(targets)] fan-out into each target
     value: float
     negative_value: float | None
+    relay: bool = False  # a spiking max-pool: passes on spikes, is no neuron (no firing rate)
     _orders: dict = field(default_factory=dict)
 
     def ordered(self, order: tuple[int, ...]) -> torch.Tensor:
@@ -325,6 +343,35 @@ def first_neuron_fed(gm: fx.GraphModule, node: fx.Node) -> str:
     return "output"
 
 
+def event_sources(snn: SpikingNetwork) -> dict[str, tuple[IFNeuron, bool]]:
+    """Every layer whose outputs are spike events, by name, in forward order: ``(the IF neuron
+    whose spikes they are, whether the layer only relays them)``. The IF neurons, and each
+    spiking max-pool (:mod:`spikebridge.spiking_maxpool`), which passes on spikes of the IF
+    layer feeding it.
+
+    Raises:
+        NotImplementedError: a spiking max-pool whose input is not an IF layer's output (its
+            outputs would be graded values, not events).
+    """
+    gm = snn.network
+    found: dict[str, tuple[IFNeuron, bool]] = {}
+    for node in gm.graph.nodes:
+        if node.op != "call_module":
+            continue
+        module = gm.get_submodule(node.target)
+        if isinstance(module, IFNeuron):
+            found[node.target] = (module, False)
+        elif isinstance(module, SpikingMaxPool2d):
+            source = node.args[0] if node.args else None
+            if not (isinstance(source, fx.Node) and is_neuron_node(gm, source)):
+                raise NotImplementedError(
+                    f"operation counting: the spiking max-pool {node.target!r} does not pool an "
+                    "IF layer's spikes directly, so what it passes on are not events; count "
+                    "without it (count_operations=False, CLI --no-energy)")
+            found[node.target] = (gm.get_submodule(source.target), True)
+    return found
+
+
 def static_costs(snn: SpikingNetwork, sample_shape: Sequence[int],
                   device: torch.device) -> StaticCosts:
     gm = snn.network
@@ -343,9 +390,8 @@ def static_costs(snn: SpikingNetwork, sample_shape: Sequence[int],
         constants = _run_double(split.prefix, x)
     analog = [not only for only in split.neuron_only]
     fanout, analog_fanout, interpreter = _fanouts(split.body, constants, analog)
-    neurons = snn.neurons()
     sources = {}
-    for name, neuron in neurons.items():
+    for name, (neuron, relay) in event_sources(snn).items():
         targets = fanout.get(name, {})
         leaf = interpreter.leaves.get(name)
         shape = () if leaf is None else tuple(leaf.shape[1:])
@@ -354,7 +400,8 @@ def static_costs(snn: SpikingNetwork, sample_shape: Sequence[int],
         matrix = (torch.stack([targets[t].reshape(-1) for t in names], dim=1).to(dtype)
                   if names else torch.zeros(n, 0, device=device, dtype=dtype))
         negative = neuron.negative[1] if neuron.negative is not None else None
-        sources[name] = SourceFanout(n, shape, names, matrix, neuron.spike_value(), negative)
+        sources[name] = SourceFanout(n, shape, names, matrix, neuron.spike_value(), negative,
+                                     relay=relay)
     analog_macs = int(sum(float(v.sum()) for v in analog_fanout.values()))
     return StaticCosts(sources, ann, prefix_macs, analog_macs, interpreter.bias_elements,
                    ann_macs_into)
@@ -379,3 +426,112 @@ def network_fanout(snn: SpikingNetwork, input_shape: Sequence[int]) -> dict[str,
     static = static_costs(snn, input_shape, device)
     return {name: source.matrix.sum(dim=1).view(source.shape)
             for name, source in static.sources.items()}
+
+
+_SYNAPTIC_MODULES = (*CONV_MODULES, *CONV_TRANSPOSE_MODULES, nn.Linear)
+
+
+class _InputEventReach(_Connectivity):
+    """Follows the network's input through non-synaptic layers (pooling, reshapes, scalings) to
+    the first synaptic layers (conv, linear) or IF neurons it meets, and stops there.
+
+    After :meth:`run`: ``first`` (node name → that layer's all-ones output, or a neuron's input
+    current), ``reached`` (names of the nodes in between, pooling included: folded into the
+    first layer's fan-out, their own additions not counted, as in §8.2). Nodes past the first
+    layers compute ``None``; ``bias_elements`` counts only the first layers' biased outputs.
+    """
+
+    def __init__(self, gm: fx.GraphModule) -> None:
+        super().__init__(gm)
+        self.first: dict[str, torch.Tensor] = {}
+        self.reached: set[str] = set()
+        self._frontier: set[fx.Node] = set()
+
+    def run_node(self, n: fx.Node) -> Any:
+        if n.op == "placeholder":
+            out = super().run_node(n)
+            if not self._frontier:  # the first placeholder is the image
+                self._frontier.add(n)
+            return out
+        if n.op not in ("call_module", "call_function", "call_method"):
+            return super().run_node(n)
+        args, kwargs = self.fetch_args_kwargs_from_env(n)
+        if any(value is None for value in (*args, *kwargs.values())):
+            return None  # past the first layers: analog values, not reached by events
+        if not any(node in self._frontier for node in n.all_input_nodes):
+            return super().run_node(n)  # a constant computation (buffers, shapes)
+        if is_neuron_node(self.module, n):
+            self.first[n.name] = input_current(args)  # events straight into a neuron
+            return None
+        synaptic = (n.op == "call_module" and isinstance(self.fetch_attr(n.target),
+                                                         _SYNAPTIC_MODULES)) or (
+            n.op == "call_function" and (n.target in CONV_FUNCTIONS or n.target is F.linear))
+        out = super().run_node(n)
+        if synaptic:
+            self.first[n.name] = out
+            return None
+        self.reached.add(n.name)
+        self._frontier.add(n)
+        return out
+
+
+@dataclass
+class InputFanout:
+    """Counting data for input events into the first synaptic layers, for one input shape.
+
+    ``targets``: the IF layers (or ``"output"``) those layers feed; ``matrix`` ``[N, targets]``:
+    the accumulates one event at each input element (logical ``C, H, W`` order) triggers in the
+    layers feeding each target; ``first_layers``: those layers' names (their MACs are replaced
+    by these SOPs); ``analog_macs``: MACs per frame of the remaining time-invariant prefix
+    layers, which compute on analog values (none in the shipped models); ``bias_elements``:
+    the first layers' biased outputs (one bias accumulate each per frame).
+    """
+
+    shape: tuple[int, ...]
+    targets: list[str]
+    matrix: torch.Tensor
+    first_layers: list[str]
+    analog_macs: int
+    bias_elements: int
+
+
+def input_event_fanout(snn: SpikingNetwork, sample_shape: Sequence[int],
+                       device: torch.device | None = None) -> InputFanout:
+    r"""Fan-out of every input element into the first synaptic layers (module docstring).
+
+    An event at input element :math:`j` (one count of an event frame) costs
+    :math:`\mathrm{fanout}_{in}(j)`: for a convolution, the output positions whose receptive
+    field holds :math:`j` (padding and stride honoured: fewer at the borders) times the output
+    channels of :math:`j`'s group; for a linear layer, its output width.
+    """
+    gm = snn.network
+    if device is None:
+        device = next((p.device for p in snn.parameters()), torch.device("cpu"))
+    dtype = _counting_dtype(device)
+    interpreter = _InputEventReach(gm)
+    with torch.inference_mode(False), torch.enable_grad():
+        x = torch.zeros(1, *sample_shape, dtype=dtype, device=device, requires_grad=True)
+        interpreter.run(x)
+        nodes = {n.name: n for n in gm.graph.nodes}
+        into: dict[str, torch.Tensor] = {}
+        for name, value in interpreter.first.items():
+            if not value.requires_grad:
+                continue
+            (grad,) = torch.autograd.grad(value.sum(), [x], retain_graph=True, allow_unused=True)
+            if grad is None:
+                continue
+            node = nodes[name]
+            target = node.target if is_neuron_node(gm, node) else first_neuron_fed(gm, node)
+            counts = grad[0].detach().round().reshape(-1)
+            into[target] = into.get(target, 0) + counts
+    targets = list(into)
+    n = math.prod(sample_shape)
+    matrix = (torch.stack([into[t] for t in targets], dim=1) if targets
+              else torch.zeros(n, 0, device=device, dtype=dtype))
+    first = [name for name in interpreter.first if not is_neuron_node(gm, nodes[name])]
+    dynamic = {node.name for node in time_dependent_nodes(gm)}
+    skipped = set(first) | interpreter.reached | dynamic
+    analog = sum(layer.macs for layer in ann_operations(snn, sample_shape).layers
+                 if layer.name not in skipped)
+    return InputFanout(tuple(sample_shape), targets, matrix, first, int(analog),
+                       interpreter.bias_elements)

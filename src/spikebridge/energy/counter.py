@@ -10,10 +10,27 @@ them through the method interface: each IF neuron's ``calibration.frames_read()`
 and ``presimulation_steps()`` (frames replayed), the method's ``presimulation_steps()``. Each
 pass re-delivers those frames' spikes, so it costs exactly the SOPs into that layer during those
 frames again.
+
+**Event input** (``simulate(..., input="sequence")``, ``begin(x, steps, input="sequence")``):
+the input frames are spikes too, so the first layer is charged per input event, not as a
+once-computed MAC layer: a frame value :math:`x_t(j) = k u` is :math:`k` events (``u`` =
+``event_value``, what one event adds to a frame: 1 for raw counts, :math:`1/n` for
+``ToFrames(normalization=n)``; ``k`` must be a non-negative integer), each costing the
+fan-out of input element :math:`j` into the first synaptic layers
+(:func:`~.connectivity.input_event_fanout`: output positions whose receptive field holds
+:math:`j`, padding included, times the output channels),
+:math:`\mathrm{SOP}_{in} = \sum_t\sum_j \frac{x_t(j)}{u}\,\mathrm{fanout}_{in}(j)`
+(``snn_sops_input``, part of ``snn_sops``; ``input_events`` per image). These SOPs go into the
+IF layer the first layer feeds like any other, so a COS layer's pre-simulation re-delivers
+them too. The ``first_layer`` convention does not apply; prefix layers past the first
+synaptic ones (analog values) cost MACs at every frame; the first layers' biases are one
+accumulate per output per frame (``bias_acs``). Frames holding other values (not whole
+multiples of ``u``, negative) are refused: they are not events.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -25,13 +42,25 @@ import torch
 from .. import distributed
 from .. import neurons as _neurons
 from ..network import SpikingNetwork
-from .connectivity import SourceFanout, StaticCosts, first_neuron_fed, static_costs
+from ..simulate import check_input_kind
+from .connectivity import (
+    InputFanout,
+    SourceFanout,
+    StaticCosts,
+    event_sources,
+    first_neuron_fed,
+    input_event_fanout,
+    static_costs,
+)
 from .model import EnergyModel
 
 __all__ = ["OperationCounter", "OperationReport", "ops_from_mapping", "record_operations"]
 
 #: Rows per exact float32 batch sum: k·A summed over at most this many rows rounds back to k.
 _EXACT_ROWS = 1024
+#: Relative distance from a whole number of events that a frame value x/u may have (the float32
+#: rounding of a normalized count frame is ~1e-7).
+_EVENT_TOLERANCE = 1e-4
 
 
 def _memory_order(x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
@@ -99,6 +128,11 @@ class _Run:
     events: dict[str, torch.Tensor] = field(default_factory=dict)  # [frames]
     negative: dict[str, torch.Tensor] = field(default_factory=dict)  # [frames]
     sops: dict[str, torch.Tensor] = field(default_factory=dict)  # [frames, targets]
+    # event input only: events per frame, SOPs into each target per frame, and the MACs per
+    # frame of prefix layers past the first synaptic ones
+    input_events: torch.Tensor | None = None  # [frames]
+    input_sops: dict[str, torch.Tensor] = field(default_factory=dict)  # target -> [frames]
+    prefix_analog_macs: float = 0.0
 
 
 class OperationCounter:
@@ -119,10 +153,18 @@ class OperationCounter:
     never copied.
     """
 
-    def __init__(self, snn: SpikingNetwork, energy: EnergyModel | None = None) -> None:
+    def __init__(self, snn: SpikingNetwork, energy: EnergyModel | None = None, *,
+                 event_value: float = 1.0) -> None:
+        event_value = float(event_value)
+        if not (math.isfinite(event_value) and event_value > 0):
+            raise ValueError(f"event_value (what one input event adds to a frame) must be a "
+                             f"finite number > 0, got {event_value}")
         self.snn = snn
         self.energy = energy or EnergyModel()
+        self.event_value = event_value
         self._static: dict[tuple, StaticCosts] = {}
+        self._input_static: dict[tuple, InputFanout] = {}
+        self._input: str | None = None  # "constant" or "sequence", fixed by the first run
         self._runs: dict[int, _Run] = {}
         self._current: tuple[StaticCosts, _Run] | None = None
         self._next_step: dict[str, int] = {}
@@ -141,11 +183,13 @@ class OperationCounter:
         self.detach()
 
     def attach(self) -> None:
-        """Register a forward hook on every IF neuron (idempotent)."""
+        """Register a forward hook on every event source: each IF neuron and each spiking
+        max-pool (idempotent)."""
         if self._handles:
             return
-        for name, neuron in self.snn.neurons().items():
-            self._handles.append(neuron.register_forward_hook(
+        for name in event_sources(self.snn):
+            layer = self.snn.network.get_submodule(name)
+            self._handles.append(layer.register_forward_hook(
                 lambda _m, _args, out, name=name: self._observe(name, out)))
 
     def detach(self) -> None:
@@ -154,12 +198,21 @@ class OperationCounter:
         self._handles = []
         self._current = None
 
-    def begin(self, x: torch.Tensor, steps: int, key: int | None = None) -> None:
-        """Announce a ``simulate(snn, x, steps)`` call: its spikes go to run ``key`` (``steps``)."""
-        shape = tuple(x.shape[1:])
+    def begin(self, x: torch.Tensor, steps: int, key: int | None = None, *,
+              input: str = "constant") -> None:
+        """Announce a ``simulate(snn, x, steps, input=input)`` call: its spikes go to run
+        ``key`` (``steps``). With ``input="sequence"`` the input events of ``x`` ``[T, B, ...]``
+        are counted here (module docstring); one counter counts one kind of input."""
+        sequence = check_input_kind(input) == "sequence"
+        if self._input is not None and input != self._input:
+            raise ValueError(f"this counter counted {self._input} input; count {input} input "
+                             "with another OperationCounter")
+        self._input = input
+        shape = tuple(x.shape[2:] if sequence else x.shape[1:])
         device = x.device
         if self._device is not None and device != self._device:
             self._static.clear()
+            self._input_static.clear()
         self._device = device
         if shape not in self._static:
             start = time.perf_counter()
@@ -171,7 +224,9 @@ class OperationCounter:
         run = self._runs.get(key)
         if run is None:
             run = self._runs[key] = _Run(frames)
-        b = int(x.shape[0])
+        b = int(x.shape[1] if sequence else x.shape[0])
+        if sequence:
+            self._count_input(x, shape, run, b)
         run.samples += b
         run.ann_macs += static.ann.total * b
         for kind, macs in static.ann.by_kind().items():
@@ -180,11 +235,53 @@ class OperationCounter:
         run.analog_macs_per_step += static.analog_macs_per_step * b
         run.bias_per_step += static.bias_per_step * b
         for name, source in static.sources.items():
-            run.neurons[name] = run.neurons.get(name, 0.0) + source.neurons * b
+            if not source.relay:
+                run.neurons[name] = run.neurons.get(name, 0.0) + source.neurons * b
         for target, macs in static.ann_macs_into.items():
             run.ann_macs_into[target] = run.ann_macs_into.get(target, 0.0) + macs * b
         self._current = (static, run)
         self._next_step = dict.fromkeys(static.sources, 0)
+
+    def _count_input(self, x: torch.Tensor, shape: tuple, run: _Run, batch: int) -> None:
+        """Input events of the frames ``x`` ``[T, B, ...]`` and their SOPs, per frame."""
+        if shape not in self._input_static:
+            start = time.perf_counter()
+            self._input_static[shape] = input_event_fanout(self.snn, shape, x.device)
+            self.setup_seconds += time.perf_counter() - start
+        fanout = self._input_static[shape]
+        start = time.perf_counter()
+        frames = x.shape[0]
+        dtype = fanout.matrix.dtype
+        counts = torch.empty(frames, fanout.matrix.shape[0], dtype=dtype, device=x.device)
+        for t in range(frames):  # one frame at a time: bounded temporaries
+            # events per element: x / u, whole numbers (a NaN sample, nonfinite="propagate",
+            # has none: its outputs are NaN anyway)
+            frame = x[t].reshape(batch, -1)
+            events = torch.where(torch.isfinite(frame), frame, 0) / self.event_value
+            whole = events.round()
+            if bool((whole < 0).any()) or bool(
+                    ((events - whole).abs() > _EVENT_TOLERANCE * whole.clamp(min=1)).any()):
+                raise ValueError(
+                    f"the input frames hold values that are not whole numbers of events of "
+                    f"value event_value = {self.event_value:g}; with input='sequence' the first "
+                    "layer is charged per input event (docs/energy.md): give count frames "
+                    "(spikebridge.events.ToFrames; event_value = 1/normalization for "
+                    "normalized ones), or switch counting off (count_operations=False, CLI "
+                    "--no-energy)")
+            counts[t] = whole.sum(dim=0, dtype=dtype)  # [N], exact
+        if run.input_events is None:
+            run.input_events = torch.zeros(run.frames, device=x.device, dtype=dtype)
+        if frames > run.frames:
+            self._grow(run, frames)
+        run.input_events[:frames] += counts.sum(dim=1)
+        sops = counts @ fanout.matrix  # [T, targets]
+        for j, target in enumerate(fanout.targets):
+            if target not in run.input_sops:
+                run.input_sops[target] = torch.zeros(run.frames, device=x.device, dtype=dtype)
+            run.input_sops[target][:frames] += sops[:, j]
+        run.prefix_analog_macs += fanout.analog_macs * batch
+        run.bias_per_step += fanout.bias_elements * batch
+        self.seconds += time.perf_counter() - start
 
     def _observe(self, name: str, out: torch.Tensor) -> None:
         if self._current is None:
@@ -228,9 +325,11 @@ class OperationCounter:
             extra = t.new_zeros((frames - t.shape[0], *t.shape[1:]))
             return torch.cat([t, extra])
 
-        for store in (run.events, run.negative, run.sops):
+        for store in (run.events, run.negative, run.sops, run.input_sops):
             for key in store:
                 store[key] = pad(store[key])
+        if run.input_events is not None:
+            run.input_events = pad(run.input_events)
         run.frames = frames
 
     def _check_values(self, name: str, out: torch.Tensor, source: SourceFanout) -> None:
@@ -258,18 +357,21 @@ class OperationCounter:
             run = self._runs[key]
             groups = (run.neurons, run.ann_macs_into, run.ann_by_kind)
             scalars = [run.samples, run.ann_macs, run.prefix_macs, run.analog_macs_per_step,
-                       run.bias_per_step] + [g[k] for g in groups for k in sorted(g)]
+                       run.bias_per_step, run.prefix_analog_macs
+                       ] + [g[k] for g in groups for k in sorted(g)]
             summed = distributed.all_reduce_sum(torch.tensor(scalars, dtype=torch.float64))
             values = summed.tolist()
             (samples, run.ann_macs, run.prefix_macs, run.analog_macs_per_step,
-             run.bias_per_step), rest = values[:5], iter(values[5:])
+             run.bias_per_step, run.prefix_analog_macs), rest = values[:6], iter(values[6:])
             run.samples = int(samples)
             for group in groups:
                 for name in sorted(group):
                     group[name] = next(rest)
-            for store in (run.events, run.negative, run.sops):
+            for store in (run.events, run.negative, run.sops, run.input_sops):
                 for name in sorted(store):
                     store[name] = distributed.all_reduce_sum(store[name])
+            if run.input_events is not None:
+                run.input_events = distributed.all_reduce_sum(run.input_events)
 
     # results -------------------------------------------------------------------------------
     def report(self, steps: Sequence[int] | int, per_horizon: bool | None = None
@@ -305,7 +407,8 @@ class OperationCounter:
                       for layer in static.ann.layers} if len(self._static) == 1 else {}
         return OperationReport(
             per_T=per_t, layers=layers, per_step=per_step,
-            conventions={**self.energy.conventions(), **self._presimulation_conventions()},
+            conventions={**self.energy.conventions(), **self._presimulation_conventions(),
+                         **self._input_conventions()},
             ann_layers=ann_layers,
             seconds={"counting": self.seconds, "setup": self.setup_seconds},
         )
@@ -330,6 +433,15 @@ class OperationCounter:
             found[name] = (frames, passes)
         return found
 
+    def _input_conventions(self) -> dict[str, Any]:
+        if self._input != "sequence":
+            return {}
+        return {"first_layer": "per_event", "input": (
+            "event frames, one per step: the first synaptic layer is charged per input event "
+            "(an event count k at an input element is k events), each costing that element's "
+            "exact fan-out, padding included (snn_sops_input, in snn_sops); analog prefix "
+            "layers after it cost MACs at every frame")}
+
     def _presimulation_conventions(self) -> dict[str, Any]:
         calibrating = self._presimulating_layers()
         if not calibrating:
@@ -347,12 +459,14 @@ class OperationCounter:
         for name, sops in run.sops.items():
             for j, target in enumerate(static.sources[name].targets):
                 into[target] = into.get(target, 0) + sops[:, j]
+        for target, sops in run.input_sops.items():  # input events (event input only)
+            into[target] = into.get(target, 0) + sops
         return into
 
-    def _at(self, run: _Run, t: int) -> tuple[dict[str, Any], dict[str, dict[str, float]]]:
-        n = max(run.samples, 1)
-        into = {k: v.double().cpu() for k, v in self._into(run).items()}
-        calibrating = self._presimulating_layers()
+    @staticmethod
+    def _delivered(into: Mapping[str, torch.Tensor], t: int,
+                   calibrating: Mapping[str, tuple[int, int]]) -> tuple[float, float]:
+        """(inference, pre-simulation) SOPs of per-frame SOPs ``into`` each target at ``T=t``."""
         inference = presim = 0.0
         for target, per_frame in into.items():
             inference += float(per_frame[:t].sum())
@@ -361,10 +475,23 @@ class OperationCounter:
                 # frames beyond T still run when T < ρ: the layer reads ρ frames
                 inference += float(per_frame[t:frames].sum())
                 presim += passes * float(per_frame[:frames].sum())
+        return inference, presim
+
+    def _at(self, run: _Run, t: int) -> tuple[dict[str, Any], dict[str, dict[str, float]]]:
+        n = max(run.samples, 1)
+        into = {k: v.double().cpu() for k, v in self._into(run).items()}
+        calibrating = self._presimulating_layers()
+        inference, presim = self._delivered(into, t, calibrating)
         frames_presented = max(t, max((f for f, _ in calibrating.values()), default=0))
         pre_steps = int(self.snn.method.presimulation_steps())
-        first_multiplier = 1 if self.energy.first_layer == "once" else frames_presented + pre_steps
-        first_macs = run.prefix_macs / n * first_multiplier
+        if self._input == "sequence":
+            # the first synaptic layers are charged per input event (in the SOPs); analog
+            # layers after them in the prefix run at every frame
+            first_macs = run.prefix_analog_macs / n * (frames_presented + pre_steps)
+        else:
+            first_multiplier = (1 if self.energy.first_layer == "once"
+                                else frames_presented + pre_steps)
+            first_macs = run.prefix_macs / n * first_multiplier
         analog_macs = run.analog_macs_per_step / n * frames_presented
         bias = run.bias_per_step / n * frames_presented
         sops = (inference + presim) / n
@@ -373,7 +500,9 @@ class OperationCounter:
         e_ann = self.energy.mac_pj * ann_macs
         e_snn = self.energy.mac_pj * snn_macs + self.energy.ac_pj * (
             sops + (bias if self.energy.count_bias else 0.0))
-        spikes = sum(float(v[:t].sum()) for v in run.events.values()) / n
+        # spikes the neurons emitted (a spiking max-pool's relayed ones are not new spikes)
+        spikes = sum(float(v[:t].sum()) for name, v in run.events.items()
+                     if name in run.neurons) / n
         neurons = sum(run.neurons.values()) / n
         totals = {
             "snn_sops": sops,
@@ -388,12 +517,23 @@ class OperationCounter:
             "firing_rate": spikes / (neurons * t) if neurons else 0.0,
             "bias_acs": bias,
         }
+        if self._input == "sequence":
+            # the input events of the frames the layers compute (max(T, ρ) for COS), and the
+            # SOPs they cause, inference and pre-simulation replays together (in snn_sops)
+            into_input = {k: v.double().cpu() for k, v in run.input_sops.items()}
+            totals["snn_sops_input"] = sum(self._delivered(into_input, t, calibrating)) / n
+            events_in = run.input_events if run.input_events is not None else torch.zeros(1)
+            totals["input_events"] = float(events_in[:frames_presented].sum()) / n
         per_layer: dict[str, dict[str, float]] = {}
         for name, events in run.events.items():
             count = float(events[:t].sum()) / n
-            size = run.neurons.get(name, 0.0) / n
+            sops_out = float(run.sops[name][:t].sum()) / n
+            if name not in run.neurons:  # a spiking max-pool: the spikes it passed on
+                per_layer[name] = {"relayed_spikes": count, "sops_out": sops_out}
+                continue
+            size = run.neurons[name] / n
             entry = {"spikes": count, "firing_rate": count / (size * t) if size else 0.0,
-                     "sops_out": float(run.sops[name][:t].sum()) / n}
+                     "sops_out": sops_out}
             if name in run.negative:
                 entry["negative_spikes"] = float(run.negative[name][:t].sum()) / n
             per_layer[name] = entry
@@ -413,8 +553,8 @@ class OperationCounter:
     def _per_step(self, run: _Run) -> list[float]:
         n = max(run.samples, 1)
         total = None
-        for sops in run.sops.values():
-            per_frame = sops.sum(dim=1)
+        for per_frame in [sops.sum(dim=1) for sops in run.sops.values()] + list(
+                run.input_sops.values()):
             total = per_frame if total is None else total + per_frame
         if total is None:
             return [0.0] * run.frames
@@ -467,9 +607,10 @@ class OperationReport:
 
 @contextmanager
 def record_operations(
-    counter: OperationCounter | None, x: torch.Tensor, steps: int
+    counter: OperationCounter | None, x: torch.Tensor, steps: int, *, input: str = "constant"
 ) -> Iterator[None]:
-    """Count the spikes of one ``simulate(snn, x, steps)`` call made inside this context.
+    """Count the spikes of one ``simulate(snn, x, steps, input=input)`` call made inside this
+    context (``input="sequence"``: and the input events of ``x``, module docstring).
 
     Hooks are attached for the call only (removed even if it fails); ``counter=None`` does
     nothing (counting switched off).
@@ -479,7 +620,7 @@ def record_operations(
         return
     counter.attach()
     try:
-        counter.begin(x, steps)
+        counter.begin(x, steps, input=input)
         yield
     finally:
         counter.detach()

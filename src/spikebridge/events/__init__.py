@@ -15,15 +15,22 @@ One concept per module:
 :mod:`.dvs_gesture`      DVS128 Gesture dataset (labelled windows, official split lists)
 :mod:`.cifar10dvs`       CIFAR10-DVS dataset (deterministic per-class split)
 :mod:`.frames`           frames by time / by count, count images, down-scaling
+:mod:`.augment`          random crop + flip of a sample, the same for all of its frames
 :mod:`.denoise`          background-activity filter
 :mod:`.loader`           batches ``[T, B, C, H, W]`` / ``[B, C, H, W]``, one sample in memory
 :mod:`.emulator`         image -> events along N-MNIST's saccades; N-MNIST tree writer
 =======================  ====================================================================
 """
 
+# spikebridge.data first, completely: its registry imports the dataset modules of this package
+# (spikebridge.data.event_sets), and these modules import spikebridge.data.errors, so whichever
+# package is imported first, spikebridge.data is initialised before any module here runs.
+import spikebridge.data  # noqa: F401, I001
+
 from .aedat import aedat_version, read_aedat
 from .aedat2 import DVS128_SENSOR, decode_dvs128, read_aedat2
 from .aedat31 import Aedat31File, read_aedat31
+from .augment import EventAugmentation, augment_event_batch, flip_events, shift_events
 from .cifar10dvs import CIFAR10DVS, CIFAR10DVS_CLASSES
 from .dataset import EventDataset
 from .denoise import background_activity_filter
@@ -61,12 +68,14 @@ __all__ = [
     "NMNIST_SENSOR",
     "Aedat31File",
     "EmulatorConfig",
+    "EventAugmentation",
     "EventBatchLoader",
     "EventDataset",
     "SensorSize",
     "ToCounts",
     "ToFrames",
     "aedat_version",
+    "augment_event_batch",
     "background_activity_filter",
     "decode_dvs128",
     "decode_nmnist",
@@ -76,6 +85,7 @@ __all__ = [
     "emulate_images",
     "empty_events",
     "encode_nmnist",
+    "flip_events",
     "make_events",
     "read_aedat",
     "read_aedat2",
@@ -85,6 +95,7 @@ __all__ = [
     "read_nmnist_file",
     "render_saccades",
     "saccade_displacements",
+    "shift_events",
     "to_counts",
     "to_frames",
     "validate_events",

@@ -24,7 +24,12 @@ for training and the rest for testing — SpikingJelly's ``split_to_train_test_s
 random_split=False)`` rule, except that it orders names lexicographically (``_10`` before
 ``_2``). ``split_scheme="tebn"`` is the split of the TEBN paper used by many later works and by
 SpikingJelly's ``CIFAR10DVSTEBNSplit``: file index 0..99 of each class is the test set,
-100..999 the training set.
+100..999 the training set. ``split_scheme="random"`` is the seeded random 9:1 per-class split
+(SpikingJelly's ``random_split=True``, there unseeded): class ``k``'s files, in natural order,
+are permuted by ``numpy.random.default_rng([split_seed, k])`` and the first
+``ceil(train_fraction * n)`` of the permutation train; the rest, in natural order, test. A
+permutation depends only on the seed, the class and its number of files, so the two splits of one
+seed never overlap and together hold every file.
 """
 
 from __future__ import annotations
@@ -77,7 +82,8 @@ class CIFAR10DVS(EventDataset):
         split: ``"train"``, ``"test"`` or ``None`` (all 10 000 samples).
         train_fraction: for ``split_scheme="first"``, the fraction of each class used for
             training (0.9 by default).
-        split_scheme: ``"first"`` or ``"tebn"`` (see the module doc).
+        split_scheme: ``"first"``, ``"tebn"`` or ``"random"`` (see the module doc).
+        split_seed: the seed of the ``"random"`` split.
         orientation: how ``.aedat`` addresses map to x/y (``"spikingjelly"`` or ``"jaer"``).
 
     Raises:
@@ -94,20 +100,24 @@ class CIFAR10DVS(EventDataset):
         split: Literal["train", "test"] | None = None,
         *,
         train_fraction: float = 0.9,
-        split_scheme: Literal["first", "tebn"] = "first",
+        split_scheme: Literal["first", "tebn", "random"] = "first",
         orientation: Orientation = "spikingjelly",
+        split_seed: int = 0,
     ):
         super().__init__()
         if split not in ("train", "test", None):
             raise ValueError(f"split must be 'train', 'test' or None, got {split!r}")
-        if split_scheme not in ("first", "tebn"):
-            raise ValueError(f"split_scheme must be 'first' or 'tebn', got {split_scheme!r}")
+        if split_scheme not in ("first", "tebn", "random"):
+            raise ValueError(
+                f"split_scheme must be 'first', 'tebn' or 'random', got {split_scheme!r}"
+            )
         if not 0.0 < train_fraction < 1.0:
             raise ValueError(f"train_fraction must be in (0, 1), got {train_fraction}")
         if orientation not in ("spikingjelly", "jaer"):
             raise ValueError(f"orientation must be 'spikingjelly' or 'jaer', got {orientation!r}")
         self.split, self.train_fraction = split, train_fraction
         self.split_scheme, self.orientation = split_scheme, orientation
+        self.split_seed = int(split_seed)
         root = Path(root)
         searched, details = [], []
         for cand in (root, root / "CIFAR10DVS", root / "CIFAR10-DVS", root / "events_np"):
@@ -123,12 +133,17 @@ class CIFAR10DVS(EventDataset):
             return
         raise DatasetNotFoundError(self.name, searched, details, _HINT)
 
-    def _select(self, names: list[str], folder: Path) -> list[str]:
+    def _select(self, names: list[str], folder: Path, label: int) -> list[str]:
         if self.split is None:
             return names
         if self.split_scheme == "first":
             n_train = math.ceil(len(names) * self.train_fraction)
             return names[:n_train] if self.split == "train" else names[n_train:]
+        if self.split_scheme == "random":
+            n_train = math.ceil(len(names) * self.train_fraction)
+            order = np.random.default_rng([self.split_seed, label]).permutation(len(names))
+            chosen = np.sort(order[:n_train] if self.split == "train" else order[n_train:])
+            return [names[i] for i in chosen]
         out = []
         for name in names:
             m = _TRAILING_INT.search(Path(name).stem)
@@ -146,7 +161,7 @@ class CIFAR10DVS(EventDataset):
         rel, labels = [], []
         for label, c in enumerate(self.classes):
             folder = self.directory / c
-            names = self._select(list_files(folder, _SUFFIXES), folder)
+            names = self._select(list_files(folder, _SUFFIXES), folder, label)
             rel.extend(f"{c}/{n}" for n in names)
             labels.extend([label] * len(names))
         if not rel:

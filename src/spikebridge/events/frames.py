@@ -23,7 +23,14 @@ counting; it conserves the number of events.
 
 **Count image** (:func:`to_counts`, the CNN input) ``[C, H, W]``: the counts of the events with
 ``t0 <= t < t0 + duration_us`` (``t0`` = first timestamp unless given; 1.3 s by default, the
-window the ECC paper uses), divided by a normalization constant.
+window the ECC paper uses), optionally saturated at ``max_count``, divided by a normalization
+constant.
+
+**Frames of a window** (:class:`ToFrames` with ``duration_us``): time slicing over
+``[t0, t0 + duration_us)`` with ``t0`` the sample's first timestamp — the window of
+:func:`to_counts` — so the ``T`` frames of a sample sum to its count image (before saturation and
+normalization). ``normalization`` divides the frames: with ``normalization = scale / T`` their
+mean over ``T`` is the count image divided by ``scale``.
 
 All accumulation is one ``torch.bincount`` over flat indices ``((k*C + c)*H + y)*W + x``: no
 Python loop over events.
@@ -170,14 +177,17 @@ def to_counts(
     polarity: Polarity = "split",
     out_size=None,
     normalization: float = 1.0,
+    max_count: float | None = None,
 ) -> torch.Tensor:
-    """The CNN input: per-pixel event counts in ``[t0, t0 + duration_us)`` / ``normalization``.
+    """The CNN input: per-pixel event counts in ``[t0, t0 + duration_us)``, saturated at
+    ``max_count``, / ``normalization``.
 
     Args:
         events, sensor_size, polarity, out_size: as for :func:`to_frames`.
         duration_us: window length in µs (1.3 s by default); ``None`` counts every event.
         t_start: ``t0``; default: the sample's first timestamp.
         normalization: the constant the counts are divided by (> 0).
+        max_count: counts above it are set to it (before the division); ``None``: no limit.
 
     Returns:
         float32 tensor ``[C, H, W]``.
@@ -200,16 +210,25 @@ def to_counts(
             inside &= t < t0 + int(duration_us)
         idx[~inside] = -1
     counts = _accumulate(idx, events, 1, size, polarity)[0]
+    if max_count is not None:
+        if not max_count > 0:
+            raise ValueError(f"max_count must be > 0, got {max_count}")
+        counts.clamp_(max=float(max_count))
     return counts / normalization if normalization != 1.0 else counts
 
 
 class ToFrames:
-    """A picklable transform ``events -> to_frames(...)``, optionally denoising first.
+    """A picklable transform ``events -> to_frames(...) / normalization``, optionally denoising
+    first.
 
     Args:
         sensor_size, n_frames, slicing, polarity, out_size: as for :func:`to_frames`.
         filter_time_us: if given, apply :func:`~.denoise.background_activity_filter` with this
             time window first.
+        duration_us: if given, the frames cover ``[t0, t0 + duration_us)`` with ``t0`` the
+            sample's first timestamp (the window of :func:`to_counts`), later events are
+            dropped; ``None``: from the first to the last event.
+        normalization: the constant the frames are divided by (> 0).
     """
 
     def __init__(
@@ -221,22 +240,35 @@ class ToFrames:
         polarity: Polarity = "split",
         out_size=None,
         filter_time_us: int | None = None,
+        duration_us: int | None = None,
+        normalization: float = 1.0,
     ) -> None:
+        if duration_us is not None and duration_us <= 0:
+            raise ValueError(f"duration_us must be > 0, got {duration_us}")
+        if not normalization > 0:
+            raise ValueError(f"normalization must be > 0, got {normalization}")
         self.sensor_size = _size(sensor_size)
         self.n_frames, self.slicing, self.polarity = n_frames, slicing, polarity
         self.out_size, self.filter_time_us = out_size, filter_time_us
+        self.duration_us, self.normalization = duration_us, float(normalization)
 
     def __call__(self, events: np.ndarray) -> torch.Tensor:
         if self.filter_time_us is not None:
             events = background_activity_filter(events, self.sensor_size, self.filter_time_us)
-        return to_frames(
+        window = {}
+        if self.duration_us is not None and events.size:
+            t0 = int(events["t"].min())
+            window = {"t_start": t0, "t_end": t0 + int(self.duration_us)}
+        frames = to_frames(
             events,
             self.sensor_size,
             self.n_frames,
             slicing=self.slicing,
             polarity=self.polarity,
             out_size=self.out_size,
+            **window,
         )
+        return frames / self.normalization if self.normalization != 1.0 else frames
 
 
 class ToCounts:
@@ -251,11 +283,12 @@ class ToCounts:
         out_size=None,
         normalization: float = 1.0,
         filter_time_us: int | None = None,
+        max_count: float | None = None,
     ) -> None:
         self.sensor_size = _size(sensor_size)
         self.duration_us, self.polarity = duration_us, polarity
         self.out_size, self.normalization = out_size, normalization
-        self.filter_time_us = filter_time_us
+        self.filter_time_us, self.max_count = filter_time_us, max_count
 
     def __call__(self, events: np.ndarray) -> torch.Tensor:
         if self.filter_time_us is not None:
@@ -267,4 +300,5 @@ class ToCounts:
             polarity=self.polarity,
             out_size=self.out_size,
             normalization=self.normalization,
+            max_count=self.max_count,
         )

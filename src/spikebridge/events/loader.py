@@ -14,6 +14,10 @@ of events), plus the tensors of the batch being built; nothing is cached across 
 Order: dataset order, or with ``shuffle=True`` a permutation drawn from
 ``numpy.random.default_rng([seed, epoch])``: reproducible for a seed, different each epoch (the
 epoch advances at each ``iter()``, or is set with :meth:`EventBatchLoader.set_epoch`).
+
+Augmentation (``augment``, e.g. :class:`~.augment.EventAugmentation`) runs on each assembled
+batch with a :class:`torch.Generator` seeded from ``(seed, epoch)`` and drawn from batch after
+batch, so an epoch's augmentation is reproducible for a seed, as its order is.
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ class EventBatchLoader:
         seed: seed of the permutation.
         drop_last: drop a final batch smaller than ``batch_size``.
         indices: iterate only these dataset indices (e.g. a validation subset).
+        augment: ``(batch, generator) -> batch`` applied to every batch (training only), e.g.
+            :class:`~.augment.EventAugmentation`.
     """
 
     def __init__(
@@ -50,12 +56,14 @@ class EventBatchLoader:
         seed: int = 0,
         drop_last: bool = False,
         indices: Sequence[int] | None = None,
+        augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.dataset, self.batch_size, self.transform = dataset, int(batch_size), transform
         self.shuffle, self.seed, self.drop_last = shuffle, int(seed), drop_last
         self.indices = None if indices is None else np.asarray(indices, dtype=np.int64)
+        self.augment = augment
         self.epoch = 0
 
     def _n(self) -> int:
@@ -77,13 +85,23 @@ class EventBatchLoader:
             base = base[np.random.default_rng([self.seed, epoch]).permutation(base.shape[0])]
         return base
 
+    def augmentation_generator(self, epoch: int | None = None) -> torch.Generator:
+        """The generator an epoch's augmentation draws from (the current epoch by default)."""
+        epoch = self.epoch if epoch is None else int(epoch)
+        state = np.random.SeedSequence([self.seed % 2**64, epoch, 2]).generate_state(1, np.uint64)
+        return torch.Generator().manual_seed(int(state[0]))
+
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         order = self.order()
+        generator = self.augmentation_generator() if self.augment is not None else None
         self.epoch += 1
         n = order.shape[0]
         stop = n - n % self.batch_size if self.drop_last else n
         for start in range(0, stop, self.batch_size):
-            yield self._batch(order[start : start + self.batch_size])
+            batch, labels = self._batch(order[start : start + self.batch_size])
+            if self.augment is not None:
+                batch = self.augment(batch, generator)
+            yield batch, labels
 
     def _batch(self, which: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         tensors, labels = [], []

@@ -97,10 +97,13 @@ class ConversionMethod(ABC):
         if wrong:
             hint = ""
             if wrong == ["relu"] and "clipped_relu" in self.source_kinds:
-                hint = (" (A plain ReLU has no trained threshold; to convert it anyway pass "
-                        "thresholds= to convert(), one θ for every ReLU or {site name: θ}, or "
-                        "use a method made for ReLU networks: maxnorm, robustnorm, "
-                        "threshold-balancing, rmp, opi, ecc.)")
+                hint = (". A plain ReLU has no trained threshold: give your own model QCFS "
+                        "activations with spikebridge.to_qcfs(model, levels=4, data=batches) "
+                        "and fine-tune a few epochs (docs/your-model.md; CLI: spikebridge train "
+                        "--model-factory pkg.module:function --init-weights FILE --activation "
+                        "qcfs:L=4), or pass thresholds= to convert() (one θ, or {site name: "
+                        "θ}), or use a method made for ReLU networks: maxnorm, robustnorm, "
+                        "threshold-balancing, rmp, opi, ecc")
             raise WrongSourceModelError(
                 f"method {self.name!r} converts ANNs trained with "
                 f"{' / '.join(self.source_kinds)} activations, but this model uses "

@@ -13,6 +13,10 @@ calibration by its mean over those images,
 
 a fixed per-neuron initial potential. The result runs without pre-simulation (no ρ frames),
 exports to NIR, and is a different network from online COS: docs/export.md measures both per T.
+
+With sequence input (``CalibrationData(input="sequence")``, event frames) each layer calibrates
+on the first ρ frames of every calibration sequence — the input the SNN will see — so the
+sequences need at least ρ frames (a clear error otherwise).
 """
 
 from __future__ import annotations
@@ -77,9 +81,18 @@ class FrozenCOSMethod(ConversionMethod):
             neuron.calibration = recorders[name]
         try:
             snn.to(preparation.device)
-            for x in preparation.data.images(preparation.device,
-                                             description="cos-frozen: calibrating"):
-                simulate(snn, x, 1, mode="layer")
+            data, rho = preparation.data, snn.frames_needed(1)
+            for x in data.presentations(preparation.device,
+                                        description="cos-frozen: calibrating"):
+                if not data.sequence:
+                    simulate(snn, x, 1, mode="layer")
+                    continue
+                if x.shape[0] < rho:
+                    raise ValueError(
+                        f"cos-frozen calibrates every layer on the first ρ = {rho} frames of "
+                        f"each calibration sequence, but these have {x.shape[0]}; frame the "
+                        f"calibration events into at least {rho} frames or lower rho")
+                simulate(snn, x[:rho], mode="layer", input="sequence")
         finally:
             for neuron in neurons.values():
                 neuron.calibration = None

@@ -10,6 +10,11 @@ weight normalization as the other data-based methods (the two forms are the same
 Differences from the paper, stated: the input is the analog image as a constant current (direct
 encoding, like every method here) rather than Poisson spikes, and conv/linear biases (folded
 BatchNorm) are kept — Sengupta's networks have none.
+
+With sequence input (``CalibrationData(input="sequence")``, event frames) each calibration
+sequence's first :math:`\min(\text{balance\_steps}, T)` frames are presented, one per step
+(the input the SNN will see), and the starting scales are the ANN's maximum activations on the
+rate input (:mod:`spikebridge.calibration`).
 """
 
 from __future__ import annotations
@@ -58,8 +63,12 @@ class ThresholdBalancingMethod(DataNormalizedMethod):
             handle = neuron.register_forward_pre_hook(record)
             try:
                 description = f"threshold balancing: layer {index + 1}/{len(names)}"
-                for x in preparation.data.images(preparation.device, description):
-                    simulate(trial, x, self.balance_steps)
+                data = preparation.data
+                for x in data.presentations(preparation.device, description):
+                    if data.sequence:
+                        simulate(trial, x[: self.balance_steps], input="sequence")
+                    else:
+                        simulate(trial, x, self.balance_steps)
             finally:
                 handle.remove()
             # the neuron's input is in units of λ/κ = scales[name]; back to the ANN's units

@@ -9,7 +9,7 @@ To add a model, see "How to add a model" in :mod:`spikebridge.models.registry`.
 from __future__ import annotations
 
 # The model modules register their constructors when imported: one import per module here.
-from spikebridge.models import resnet, small_cnn, vgg  # noqa: F401
+from spikebridge.models import resnet, small_cnn, vgg, vgg7  # noqa: F401
 from spikebridge.models.from_config import build_model
 from spikebridge.models.registry import (
     _REGISTRY,  # noqa: F401 - the registry itself, for tests that register a model temporarily

@@ -1,4 +1,9 @@
-"""Build the model a checkpoint's ``config.json`` describes, through the registry."""
+"""Build the registered model a checkpoint's ``config.json`` describes, through the registry.
+
+A config that records a ``model_factory`` (a user's own model, ``spikebridge train
+--model-factory``) is built by :func:`spikebridge.checkpoint.build_model`, which can also apply
+the QCFS rewrite (a layer above this one); here it is refused with that pointer.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +17,12 @@ __all__ = ["build_model"]
 
 
 def build_model(config: dict) -> nn.Module:
-    """An untrained model of the architecture a config describes."""
+    """An untrained model of the registered architecture a config describes."""
+    if config.get("model_factory") is not None:
+        raise CheckpointError(
+            f"config.json describes a model built by the factory {config['architecture']!r}, "
+            "not a registered architecture; build it with spikebridge.checkpoint.build_model "
+            "(or load it with spikebridge.checkpoint.load_checkpoint)")
     try:
         activation = ActivationSpec.from_dict(config["activation"])
         return create_model(
@@ -22,4 +32,3 @@ def build_model(config: dict) -> nn.Module:
         )
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"config.json describes a model we cannot build: {exc}") from exc
-

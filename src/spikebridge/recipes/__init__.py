@@ -1,14 +1,22 @@
-"""Recipes: one TOML file per row of the COS paper's result tables (docs/reproduce.md).
+"""Recipes: one TOML file per row of a paper's result tables (docs/reproduce.md).
 
-A recipe is plain data shipped in this package (``spikebridge/recipes/NAME.toml``): the model
-(architecture, dataset, QCFS levels ``L`` and initial threshold), the training
-hyper-parameters, the augmentation, the COS pre-simulation length ρ and the time-steps, and the
-accuracies the paper reports for the ANN, QCFS and COS at each T. :func:`load_recipe` reads and
-validates one — every table and key is required, unknown keys are refused, and each error names
-the file and the field — and :func:`list_recipes` lists the shipped ones.
-``spikebridge train --recipe NAME`` trains from :meth:`Recipe.train_config`;
-``spikebridge reproduce --recipe NAME`` compares a trained model with the paper's row
-(:mod:`spikebridge.reproduce`).
+A recipe is plain data shipped in this package (``spikebridge/recipes/NAME.toml``), of one of
+two families, named by the optional top-level key ``family``:
+
+* ``"cos"`` (the default; the COS paper's rows): the model (architecture, dataset, QCFS levels
+  ``L`` and initial threshold), the training hyper-parameters, the augmentation, the COS
+  pre-simulation length ρ and the time-steps, and the accuracies the paper reports for the ANN,
+  QCFS and COS at each T (tables ``[paper.qcfs]``, ``[paper.cos]``);
+* ``"ecc"`` (the ECC paper's rows): the model (architecture, dataset, ``activation = "relu"``:
+  ECC converts an ordinary ReLU CNN), training and augmentation as above, ECC's ``kappa`` and
+  ``eta`` and the time-steps (frames, for event data) in ``[conversion]``, and the CNN and SNN
+  accuracies in ``[paper.ecc]``.
+
+:func:`load_recipe` reads and validates one — every table and key of its family is required,
+unknown keys are refused, and each error names the file and the field — and
+:func:`list_recipes` lists the shipped ones. ``spikebridge train --recipe NAME`` trains from
+:meth:`Recipe.train_config`; ``spikebridge reproduce --recipe NAME`` compares a trained model
+with a COS row (:mod:`spikebridge.reproduce`).
 """
 
 from __future__ import annotations
@@ -18,13 +26,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RECIPE_DIR", "PaperRow", "Recipe", "RecipeError", "list_recipes", "load_recipe"]
+__all__ = ["FAMILIES", "RECIPE_DIR", "PaperRow", "Recipe", "RecipeError", "list_recipes",
+           "load_recipe"]
 
 RECIPE_DIR = Path(__file__).resolve().parent
 """Where the shipped recipe files are."""
 
 METHODS = ("qcfs", "cos")
-"""The methods whose reported accuracies a recipe holds, in table order."""
+"""The methods whose reported accuracies a COS recipe holds, in table order."""
+
+FAMILIES: dict[str, tuple[str, ...]] = {"cos": METHODS, "ecc": ("ecc",)}
+"""Recipe families and the methods whose reported accuracies each holds (``[paper.<method>]``)."""
 
 
 class RecipeError(ValueError):
@@ -39,18 +51,21 @@ class PaperRow:
     accuracy: dict[int, float]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Recipe:
-    """A validated recipe (see the module docstring); accuracies are in percent."""
+    """A validated recipe (see the module docstring); accuracies are in percent. Fields of the
+    other family are ``None``: ``levels``, ``theta``, ``rho`` (COS), ``kappa``, ``eta`` (ECC)."""
 
     name: str
     title: str
     source: str
     notes: str
+    family: str = "cos"
     architecture: str
     dataset: str
-    levels: int
-    theta: float
+    activation_kind: str = "qcfs"
+    levels: int | None = None
+    theta: float | None = None
     epochs: int
     lr: float
     momentum: float
@@ -60,15 +75,33 @@ class Recipe:
     horizontal_flip: bool
     autoaugment: bool
     cutout: int
-    rho: int
+    rho: int | None = None
+    kappa: float | None = None
+    eta: float | None = None
     steps: tuple[int, ...]
     paper: dict[str, PaperRow]
 
+    @property
+    def methods(self) -> tuple[str, ...]:
+        """The methods whose paper accuracies this recipe holds (keys of :attr:`paper`)."""
+        return FAMILIES[self.family]
+
     def activation(self):
-        """The QCFS activation the recipe trains with (``L`` = :attr:`levels`)."""
+        """The activation the recipe trains with: QCFS (``L`` = :attr:`levels`) for a COS
+        recipe, the plain ``activation_kind`` (ReLU) for an ECC one."""
         from spikebridge.activations import ActivationSpec
 
-        return ActivationSpec("qcfs", levels=self.levels, theta=self.theta)
+        if self.family == "cos":
+            return ActivationSpec("qcfs", levels=self.levels, theta=self.theta)
+        return ActivationSpec(self.activation_kind)
+
+    def summary(self) -> str:
+        """One line: the model and the conversion settings (``spikebridge info`` prints it)."""
+        if self.family == "cos":
+            return f"{self.architecture}, L = {self.levels}, ρ = {self.rho}"
+        steps = ", ".join(map(str, self.steps))
+        return (f"{self.architecture} ({self.activation_kind}) on {self.dataset}, ECC κ = "
+                f"{self.kappa:g}, η = {self.eta:g}, T = {steps}")
 
     def train_config(self, **overrides: Any):
         """A :class:`~spikebridge.train.TrainConfig` with the recipe's values; ``overrides``
@@ -119,6 +152,20 @@ _SCHEMA: dict[str, dict[str, tuple[type, Any, str]]] = {
     },
     "conversion": {"rho": (int, _positive, ">= 1"), "T": (list, None, "")},
 }  # fmt: skip
+# an ECC recipe: the same tables, with its own [model] and [conversion] keys
+_ECC_SCHEMA: dict[str, dict[str, tuple[type, Any, str]]] = {
+    **_SCHEMA,
+    "model": {
+        "architecture": (str, None, ""), "dataset": (str, None, ""),
+        "activation": (str, lambda v: v == "relu", "'relu' (ECC converts a ReLU CNN)"),
+    },
+    "conversion": {
+        "kappa": (float, _positive, "> 0"),
+        "eta": (float, lambda v: 0 <= v < 1, "in [0, 1)"),
+        "T": (list, None, ""),
+    },
+}  # fmt: skip
+_SCHEMAS = {"cos": _SCHEMA, "ecc": _ECC_SCHEMA}
 _TABLES = ("model", "training", "augmentation", "conversion", "paper")
 
 
@@ -168,9 +215,14 @@ def _paper_row(where: str, table: Any) -> PaperRow:
 
 def _validate(name: str, data: dict, path: Path) -> Recipe:
     where = str(path)
-    _no_unknown(where, data, set(_SCHEMA[""]) | set(_TABLES))
-    values: dict[str, Any] = {}
-    for table_name, fields in _SCHEMA.items():
+    _no_unknown(where, data, set(_SCHEMA[""]) | set(_TABLES) | {"family"})
+    family = data.get("family", "cos")
+    if family not in FAMILIES:
+        raise RecipeError(f"{where}: field 'family' must be one of {', '.join(FAMILIES)}, got "
+                          f"{family!r}")
+    schema = _SCHEMAS[family]
+    values: dict[str, Any] = {"family": family}
+    for table_name, fields in schema.items():
         table = data if table_name == "" else data.get(table_name)
         label = where if table_name == "" else f"{where} [{table_name}]"
         if not isinstance(table, dict):
@@ -189,12 +241,14 @@ def _validate(name: str, data: dict, path: Path) -> Recipe:
     if values["dataset"] not in datasets:
         raise RecipeError(f"{where} [model]: unknown dataset {values['dataset']!r}; known: "
                           f"{', '.join(datasets)}")
+    if "activation" in values:
+        values["activation_kind"] = values.pop("activation")
     paper = data.get("paper")
     if not isinstance(paper, dict):
         raise RecipeError(f"{where}: missing table [paper]")
-    _no_unknown(f"{where} [paper]", paper, set(METHODS))
+    _no_unknown(f"{where} [paper]", paper, set(FAMILIES[family]))
     rows = {}
-    for method in METHODS:
+    for method in FAMILIES[family]:
         if method not in paper:
             raise RecipeError(f"{where}: missing table [paper.{method}]")
         rows[method] = _paper_row(f"{where} [paper.{method}]", paper[method])
