@@ -21,6 +21,7 @@ __all__ = [
     "check_nonfinite_policy",
     "check_test_set",
     "infer_input_channels",
+    "nonfinite_error",
 ]
 
 NONFINITE_POLICIES = ("error", "propagate")
@@ -138,11 +139,17 @@ def check_input(
     if not bool(bad.any()):
         return None
     if nonfinite == "error":
-        indices = bad.nonzero().flatten().tolist()
-        listed = ", ".join(map(str, indices[:5])) + (", ..." if len(indices) > 5 else "")
-        raise NonFiniteInputError(
-            f"{len(indices)} of {x.shape[0]} input sample(s) contain NaN or inf (batch "
-            f"index {listed}); an SNN would turn them into confident answers. Clean the data, "
-            "or pass nonfinite='propagate' (CLI: --allow-nonfinite) to give them NaN outputs"
-        )
+        raise nonfinite_error(bad, "input sample(s)")
     return bad
+
+
+def nonfinite_error(bad: torch.Tensor, what: str) -> NonFiniteInputError:
+    """The error for the samples flagged in ``bad`` (``[B]`` booleans) holding NaN/±inf;
+    ``what`` names them (``"input sample(s)"``, ``"input sequence(s)"``)."""
+    indices = bad.nonzero().flatten().tolist()
+    listed = ", ".join(map(str, indices[:5])) + (", ..." if len(indices) > 5 else "")
+    return NonFiniteInputError(
+        f"{len(indices)} of {bad.numel()} {what} contain NaN or inf (batch index {listed}); an "
+        "SNN would turn them into confident answers. Clean the data, or pass "
+        "nonfinite='propagate' (CLI: --allow-nonfinite) to give them NaN outputs"
+    )

@@ -40,10 +40,10 @@ from torch import nn
 
 from .input_checks import (
     InputError,
-    NonFiniteInputError,
     check_input,
     check_nonfinite_policy,
     infer_input_channels,
+    nonfinite_error,
 )
 from .limits import (
     MAX_STEPS,
@@ -238,13 +238,7 @@ def check_sequence(
     if not bool(bad.any()):
         return frames, None
     if nonfinite == "error":
-        indices = bad.nonzero().flatten().tolist()
-        listed = ", ".join(map(str, indices[:5])) + (", ..." if len(indices) > 5 else "")
-        raise NonFiniteInputError(
-            f"{len(indices)} of {x.shape[1]} input sequence(s) contain NaN or inf (batch "
-            f"index {listed}); an SNN would turn them into confident answers. Clean the data, "
-            "or pass nonfinite='propagate' (CLI: --allow-nonfinite) to give them NaN outputs"
-        )
+        raise nonfinite_error(bad, "input sequence(s)")
     return frames, bad
 
 

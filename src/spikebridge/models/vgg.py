@@ -18,7 +18,7 @@ from torch import nn
 from spikebridge.models.initialization import init_conv_bn
 from spikebridge.models.registry import register_model
 
-__all__ = ["VGG", "VGG16_CFG", "vgg16", "vgg16_imagenet"]
+__all__ = ["VGG", "VGG16_CFG", "vgg16", "vgg16_imagenet", "vgg_features"]
 
 #: Output channels of each conv layer; ``"A"`` is a 2×2 average pool.
 VGG16_CFG: tuple[int | str, ...] = (
@@ -28,6 +28,32 @@ VGG16_CFG: tuple[int | str, ...] = (
     512, 512, 512, "A",
     512, 512, 512, "A",
 )  # fmt: skip
+
+
+def vgg_features(
+    cfg: tuple[int | str, ...],
+    in_channels: int,
+    activation: Callable[[], nn.Module],
+    pool_size: tuple[int, int],
+) -> tuple[nn.Sequential, int]:
+    """A VGG feature extractor and its output channels: for each ``cfg`` entry a 3×3
+    conv (no bias) - BN - activation of that many channels, or (``"A"``) a 2×2 average pool;
+    then an adaptive average pool to ``pool_size``."""
+    layers: list[nn.Module] = []
+    channels = in_channels
+    for item in cfg:
+        if item == "A":
+            layers.append(nn.AvgPool2d(2))
+        else:
+            assert isinstance(item, int)
+            layers += [
+                nn.Conv2d(channels, item, kernel_size=3, padding=1, bias=False),
+                nn.BatchNorm2d(item),
+                activation(),
+            ]
+            channels = item
+    layers.append(nn.AdaptiveAvgPool2d(pool_size))
+    return nn.Sequential(*layers), channels
 
 
 class VGG(nn.Module):
@@ -43,21 +69,7 @@ class VGG(nn.Module):
         pool_size: tuple[int, int] = (1, 1),
     ) -> None:
         super().__init__()
-        layers: list[nn.Module] = []
-        channels = in_channels
-        for item in cfg:
-            if item == "A":
-                layers.append(nn.AvgPool2d(2))
-            else:
-                assert isinstance(item, int)
-                layers += [
-                    nn.Conv2d(channels, item, kernel_size=3, padding=1, bias=False),
-                    nn.BatchNorm2d(item),
-                    activation(),
-                ]
-                channels = item
-        layers.append(nn.AdaptiveAvgPool2d(pool_size))
-        self.features = nn.Sequential(*layers)
+        self.features, channels = vgg_features(cfg, in_channels, activation, pool_size)
         self.classifier = nn.Sequential(
             nn.Linear(channels * pool_size[0] * pool_size[1], 4096),
             activation(),

@@ -28,6 +28,7 @@ from torch import nn
 
 from spikebridge.models.initialization import init_conv_bn
 from spikebridge.models.registry import register_model
+from spikebridge.models.vgg import vgg_features
 
 __all__ = ["VGG7", "VGG7_CFG", "vgg7"]
 
@@ -52,21 +53,7 @@ class VGG7(nn.Module):
         dropout: float = 0.5,
     ) -> None:
         super().__init__()
-        layers: list[nn.Module] = []
-        channels = in_channels
-        for item in VGG7_CFG:
-            if item == "A":
-                layers.append(nn.AvgPool2d(2))
-                continue
-            assert isinstance(item, int)
-            layers += [
-                nn.Conv2d(channels, item, kernel_size=3, padding=1, bias=False),
-                nn.BatchNorm2d(item),
-                activation(),
-            ]
-            channels = item
-        layers.append(nn.AdaptiveAvgPool2d(FEATURE_GRID))
-        self.features = nn.Sequential(*layers)
+        self.features, channels = vgg_features(VGG7_CFG, in_channels, activation, FEATURE_GRID)
         self.classifier = nn.Sequential(
             nn.Linear(channels * FEATURE_GRID[0] * FEATURE_GRID[1], hidden),
             activation(),
