@@ -30,9 +30,11 @@ from spikebridge.checkpoint import (
     read_checkpoint,
     save_checkpoint,
 )
+from spikebridge.checkpoint_model import UntrustedFactoryError
 from spikebridge.cli import main
 from spikebridge.convert import check_convertible
 from spikebridge.models import build_model as build_registered_model
+from spikebridge.models.factory import ModelFactory
 
 FACTORY = "own_model_factory:digits_cnn"
 FACTORY_MODULE = Path(__file__).with_name("own_model_factory.py")
@@ -90,7 +92,7 @@ def test_a_factory_checkpoint_records_the_factory_its_arguments_and_the_qcfs_rew
     sha = hashlib.sha256((in_work / "relu" / "model.safetensors").read_bytes()).hexdigest()
     assert qcfs["init_weights"] == {"file": "relu/model.safetensors", "sha256": sha}
     assert set(qcfs["thresholds"]) == {"act", "relu_qcfs"}  # nn.ReLU kept its name; F.relu
-    ann, _ = load_checkpoint(in_work / "qcfs")  # rebuilt from the record, trained θ loaded
+    ann, _ = load_checkpoint(in_work / "qcfs", trust_factory=True)  # rebuilt, θ loaded
     thetas = {name: float(m.theta.detach()) for name, m in ann.named_modules()
               if isinstance(m, QCFS)}
     assert thetas == pytest.approx(qcfs["thresholds"])
@@ -103,20 +105,23 @@ def test_train_qcfs_then_evaluate_convert_and_compare_with_cos(in_work):
     """The whole path: the ANN accuracy the train run reported is reproduced by evaluate, COS
     converges to it, and the saved SNN gives exactly the accuracies of the in-memory one."""
     reported = _config(in_work / "qcfs")["test_accuracy"]
-    assert main(["evaluate", "--model", "qcfs", "--method", "cos", "--T", "1,4,16",
+    assert main(["evaluate", "--model", "qcfs",
+                 "--trust-factory", "--method", "cos", "--T", "1,4,16",
                  "--json", "cos.json", "--quiet"]) == 0
     record = json.loads(Path("cos.json").read_text())
     assert record["ann_accuracy"] == reported
     assert record["n_samples"] == 360 and record["model"].startswith(FACTORY)
     assert abs(record["snn_accuracy"]["16"] - reported) <= 0.05
     assert record["snn_accuracy"]["16"] > record["snn_accuracy"]["1"]
-    assert main(["convert", "--model", "qcfs", "--method", "cos", "--out", "snn_cos",
+    assert main(["convert", "--model", "qcfs",
+                 "--trust-factory", "--method", "cos", "--out", "snn_cos",
                  "--quiet"]) == 0
     assert main(["evaluate", "--snn", "snn_cos", "--T", "1,4,16", "--json", "saved.json",
                  "--quiet"]) == 0
     saved = json.loads(Path("saved.json").read_text())
     assert saved["snn_accuracy"] == record["snn_accuracy"]
-    assert main(["compare", "--model", "qcfs", "--methods", "qcfs,cos", "--T", "4",
+    assert main(["compare", "--model", "qcfs",
+                 "--trust-factory", "--methods", "qcfs,cos", "--T", "4",
                  "--no-energy", "--out", "cmp", "--quiet"]) == 0
     results = json.loads(Path("cmp/results.json").read_text())["results"]
     assert [r["ann_accuracy"] for r in results] == [reported, reported]
@@ -180,7 +185,7 @@ def test_train_starts_from_the_init_weights_before_the_qcfs_rewrite(in_work, max
     assert not torch.allclose(fresh["conv1.weight"], source["conv1.weight"])
     config = _config(Path(out))
     assert config["model_factory"]["to_qcfs"]["maxpool"] == (maxpool or "keep")
-    ann, _ = load_checkpoint(out)
+    ann, _ = load_checkpoint(out, trust_factory=True)
     pools = {type(m) for m in ann.modules() if isinstance(m, nn.MaxPool2d | nn.AvgPool2d)}
     assert pools == ({nn.AvgPool2d} if maxpool == "avg" else {nn.MaxPool2d})
     assert sum(isinstance(m, QCFS) for m in ann.modules()) == 2
@@ -204,7 +209,7 @@ def test_check_lists_every_problem_at_once_and_exits_nonzero(in_work, capsys):
     assert main(["check", "--model-factory", FACTORY, "--init-weights",
                  "relu/model.safetensors", "--factory-arg", "pool=avg"]) == 0
     assert "converts (activations: 2 relu)" in capsys.readouterr().out
-    assert main(["check", "--model", "qcfs"]) == 0
+    assert main(["check", "--model", "qcfs", "--trust-factory"]) == 0
     assert "converts (activations: 2 qcfs)" in capsys.readouterr().out
 
 
@@ -231,7 +236,8 @@ def test_a_checkpoint_whose_factory_cannot_be_imported_names_it(in_work, capsys)
               "model_factory": {**ckpt.config["model_factory"],
                                 "target": "vanished_factory_q:build"}}
     save_checkpoint(in_work / "vanished", ckpt.state_dict, config)
-    assert main(["evaluate", "--model", "vanished", "--method", "cos", "--T", "1",
+    assert main(["evaluate", "--model", "vanished",
+                 "--trust-factory", "--method", "cos", "--T", "1",
                  "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "factory vanished_factory_q:build" in err
@@ -372,3 +378,46 @@ def test_to_qcfs_rebuilds_the_structure_without_data_for_loading_trained_weights
     torch.testing.assert_close(rebuilt.eval()(x), fitted.eval()(x), rtol=0, atol=0)
     with pytest.raises(ValueError, match="not both"):
         to_qcfs(model, 4, data=[torch.randn(4, 1, 8, 8)], theta=1.0)
+
+
+def test_a_factory_checkpoint_runs_no_code_unless_trusted(in_work, capsys, tmp_path):
+    """config.json names the code that rebuilds the model: loading someone else's checkpoint
+    must not import or call it without --trust-factory (here: a factory that writes a file)."""
+    ckpt = read_checkpoint(in_work / "qcfs")
+    marker = tmp_path / "ran"
+    config = {**ckpt.config, "model_factory": {**ckpt.config["model_factory"],
+                                               "target": "pathlib:Path.touch",
+                                               "kwargs": {"self": str(marker)}}}
+    save_checkpoint(in_work / "hostile", ckpt.state_dict, config)
+    assert main(["evaluate", "--model", "hostile", "--method", "cos", "--T", "1",
+                 "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "pathlib:Path.touch" in err and "--trust-factory" in err
+    with pytest.raises(UntrustedFactoryError):
+        load_checkpoint(in_work / "hostile")
+    assert not marker.exists()
+
+
+def test_non_persistent_buffers_of_a_factory_model_survive_the_rebuild(tmp_path, monkeypatch):
+    """A user's module may hold state no state dict carries (persistent=False buffers)."""
+    (tmp_path / "buffered_factory.py").write_text(
+        "import torch\nfrom torch import nn\n\n"
+        "class Net(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.register_buffer('offset', torch.full((1,), 0.5), persistent=False)\n"
+        "        self.fc = nn.Linear(4, 2)\n\n"
+        "    def forward(self, x):\n"
+        "        return self.fc(torch.relu(x.flatten(1) - self.offset))\n\n"
+        "def build():\n"
+        "    return Net()\n")
+    monkeypatch.chdir(tmp_path)
+    model = ModelFactory("buffered_factory:build").build()
+    config = {"architecture": "buffered_factory:build", "num_classes": 2, "in_channels": 1,
+              "input_size": [2, 2], "activation": {"kind": "relu"},
+              "model_factory": {"target": "buffered_factory:build", "kwargs": {},
+                                "to_qcfs": None}}
+    save_checkpoint(tmp_path / "ckpt", model.state_dict(), config)
+    loaded, _ = load_checkpoint(tmp_path / "ckpt", trust_factory=True)
+    assert float(loaded.offset) == 0.5
+    assert "buffered_factory" not in " ".join(sys.path)  # the cwd left sys.path again

@@ -630,3 +630,23 @@ def test_a_max_pool_of_graded_values_is_not_counted_as_events():
     snn = sb.convert(_PoolOfCurrents().eval(), "qcfs")
     with pytest.raises(NotImplementedError, match="does not pool an IF layer's spikes"):
         network_fanout(snn, (1, 8, 8))
+
+
+def test_a_max_pool_of_event_frames_is_refused_with_what_to_do():
+    """Event input through a max-pool before the first synaptic layer: the pool's outputs are
+    per-frame maxima of counts, not events; counting refuses (a ValueError: the CLI's exit 2)
+    instead of miscounting, and says how to evaluate without counting."""
+    from spikebridge.calibration import CalibrationData
+    from spikebridge.energy.connectivity import UncountableError
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.MaxPool2d(2), nn.Conv2d(2, 4, 3, padding=1), nn.ReLU(), nn.Flatten(),
+                        nn.Linear(4 * 4 * 4, 3)).eval()
+    frames = (torch.rand(4, 8, 2, 8, 8) < 0.2).float()
+    snn = sb.convert(net, "maxnorm", calibration_data=CalibrationData([(frames.mean(0), None)], 8))
+    labels = torch.zeros(8, dtype=torch.long)
+    with pytest.raises(UncountableError, match="max-pool.*--no-energy") as caught:
+        sb.evaluate(snn, [(frames, labels)], 4, input="sequence")
+    assert isinstance(caught.value, ValueError)
+    result = sb.evaluate(snn, [(frames, labels)], 4, input="sequence", count_operations=False)
+    assert result.operations is None

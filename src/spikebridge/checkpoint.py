@@ -160,12 +160,15 @@ def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
 # signing
 
 
-def write_manifest(directory: str | os.PathLike[str], epoch: int | None = None) -> Path:
+def write_manifest(directory: str | os.PathLike[str], epoch: int | None = None, *,
+                   trust_factory: bool = False) -> Path:
     """Sign a flat checkpoint directory in place: write ``manifest.json`` with the SHA-256 of
     the ``model.safetensors``, ``config.json`` (and ``train_state.pt``) it holds.
 
     For migrating a checkpoint you trust (it vouches for the files as they are now); training
-    writes manifests itself. ``epoch`` defaults to the config's ``epochs_completed``.
+    writes manifests itself. ``epoch`` defaults to the config's ``epochs_completed``. The
+    weights are checked against the architecture first; for a factory model that imports and
+    calls the factory, so it needs ``trust_factory=True`` (:func:`load_checkpoint`).
     """
     directory = Path(directory)
     files = {name: (directory / name).read_bytes() for name in _PAYLOAD_FILES
@@ -176,13 +179,13 @@ def write_manifest(directory: str | os.PathLike[str], epoch: int | None = None) 
     config = _parse_config(directory / CONFIG_FILE, files[CONFIG_FILE])
     if epoch is None:
         epoch = config.get("epochs_completed")
-    _check_signable(directory, config, files, epoch)
+    _check_signable(directory, config, files, epoch, trust_factory)
     atomic_write_bytes(directory / MANIFEST_FILE, _manifest_bytes(files, epoch))
     return directory / MANIFEST_FILE
 
 
 def _check_signable(directory: Path, config: dict, files: Mapping[str, bytes],
-                    epoch: int | None) -> None:
+                    epoch: int | None, trust_factory: bool = False) -> None:
     """Refuse to sign a config that contradicts its weights or itself: a recorded
     ``weights_sha256`` that is not the weights', an activation that differs from the one its
     ``training`` settings name, thresholds that are not the weights' θ, weights that do not fit
@@ -227,7 +230,7 @@ def _check_signable(directory: Path, config: dict, files: Mapping[str, bytes],
     if not problems:
         try:
             with torch.device("meta"):
-                model = build_model(config)
+                model = build_model(config, trust_factory=trust_factory)
             _check_weights_fit(model, LoadedCheckpoint(directory, directory, config, epoch,
                                                        state, None, False))
         except CheckpointError as exc:

@@ -32,8 +32,8 @@ from .models.factory import ModelFactory, ModelFactoryError
 from .models.weights_file import WeightsFile, load_weights
 from .qcfs_fitting import MAXPOOL_OPTIONS, to_qcfs
 
-__all__ = ["FACTORY_ACTIVATIONS", "QCFS_FIT_SAMPLES", "build_model", "factory_model",
-           "factory_record"]
+__all__ = ["FACTORY_ACTIVATIONS", "QCFS_FIT_SAMPLES", "UntrustedFactoryError", "build_model",
+           "factory_model", "factory_record"]
 
 #: activation kinds a factory model is trained with: as it is, or rewritten by to_qcfs
 FACTORY_ACTIVATIONS = ("relu", "qcfs")
@@ -116,9 +116,21 @@ def factory_model(
     return model, weights
 
 
-def _rebuild_factory_model(config: dict, record: Any) -> nn.Module:
+class UntrustedFactoryError(CheckpointError):
+    """A checkpoint whose model is built by a factory, loaded without trusting it: rebuilding
+    the model would import and call code that is not in the checkpoint."""
+
+
+def _rebuild_factory_model(config: dict, record: Any, trust_factory: bool) -> nn.Module:
     if not isinstance(record, dict):
         raise CheckpointError(f"config.json: model_factory must be an object, got {record!r}")
+    if not trust_factory:
+        target = record.get("target")
+        raise UntrustedFactoryError(
+            f"this checkpoint's model is built by the model factory {target!r}: loading it "
+            "imports and calls that code, which is not part of the checkpoint (a config.json "
+            "from someone else could name any function). Load it only if you trust that code: "
+            "CLI --trust-factory, Python trust_factory=True")
     try:
         factory = ModelFactory.from_dict({k: record[k] for k in ("target", "kwargs")
                                           if k in record})
@@ -146,10 +158,12 @@ def _rebuild_factory_model(config: dict, record: Any) -> nn.Module:
     return model
 
 
-def build_model(config: dict) -> nn.Module:
+def build_model(config: dict, *, trust_factory: bool = False) -> nn.Module:
     """An untrained model of the architecture a checkpoint's config describes (module
-    docstring): registered, or a factory's (imported; the current directory is importable)."""
+    docstring): registered, or — only with ``trust_factory`` — a factory's (imported and called;
+    the current directory is importable while it is imported). A factory config without
+    ``trust_factory`` raises :class:`UntrustedFactoryError`."""
     record = config.get("model_factory")
     if record is None:
         return build_registered_model(config)
-    return _rebuild_factory_model(config, record)
+    return _rebuild_factory_model(config, record, trust_factory)

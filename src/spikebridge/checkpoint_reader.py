@@ -240,10 +240,15 @@ def load_config(
 
 def load_checkpoint(
     directory: str | os.PathLike[str], device: str | torch.device = "cpu", *,
-    allow_unverified: bool | None = None,
+    allow_unverified: bool | None = None, trust_factory: bool = False,
 ) -> tuple[nn.Module, dict]:
     """Rebuild the model from the verified ``config.json`` and load its verified weights (eval
-    mode). ``directory`` is the user-facing checkpoint directory (or the shipped model's)."""
+    mode). ``directory`` is the user-facing checkpoint directory (or the shipped model's).
+
+    A checkpoint of a user's own model (``spikebridge train --model-factory``) is rebuilt by
+    importing and calling its factory — code outside the checkpoint — so it loads only with
+    ``trust_factory=True`` (CLI ``--trust-factory``); otherwise
+    :class:`~spikebridge.checkpoint_model.UntrustedFactoryError`."""
     ckpt = read_checkpoint(directory, allow_unverified=allow_unverified)
     if ckpt.config.get("kind") == "spikebridge-snn":
         raise CheckpointError(f"{directory} holds a converted SNN, not an ANN checkpoint; load "
@@ -252,9 +257,15 @@ def load_checkpoint(
     # input_size) costs nothing until its parameter shapes are matched against the weights file,
     # whose size bounds every allocation that follows.
     with torch.device("meta"):
-        model = build_model(ckpt.config)
+        model = build_model(ckpt.config, trust_factory=trust_factory)
     _check_weights_fit(model, ckpt)
-    model = model.to_empty(device="cpu")
+    if ckpt.config.get("model_factory") is not None:
+        # a user's module may hold what no state dict carries (buffers registered with
+        # persistent=False, plain tensor attributes): build it for real, now that the weights
+        # file has bounded its size
+        model = build_model(ckpt.config, trust_factory=True)
+    else:
+        model = model.to_empty(device="cpu")
     try:
         model.load_state_dict(ckpt.state_dict, strict=True)
     except RuntimeError as exc:

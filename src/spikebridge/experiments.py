@@ -91,6 +91,7 @@ class RunOptions:
     workers: int = 0
     progress: bool = False
     allow_unverified: bool | None = None
+    trust_factory: bool = False  # rebuild checkpoints of factory models (runs their code)
     ignore_data_mismatch: bool = False
     calibration_samples: int | None = None
     weight_bits: int | None = None
@@ -181,7 +182,8 @@ def load_model(model_dir: str | os.PathLike[str], options: RunOptions, *,
     """Load the ANN in ``model_dir`` (safely: safetensors + signed manifest) and open its test
     set; ``check(config)`` runs in between (before any data is read)."""
     ann, config = load_checkpoint(model_dir, device=options.device,
-                                  allow_unverified=options.allow_unverified)
+                                  allow_unverified=options.allow_unverified,
+                                  trust_factory=options.trust_factory)
     if check is not None:
         check(config)
     loader, label = test_loader(config, model_dir, options)

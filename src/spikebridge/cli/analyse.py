@@ -134,7 +134,8 @@ def _analyse_snn(args: argparse.Namespace) -> int:
     check_output_dir(args.out)
     snn = load_snn(args.snn, allow_unverified=args.allow_unverified or None)
     ann, config = load_checkpoint(_source_ann_of(args, snn), device=args.device,
-                                  allow_unverified=args.allow_unverified or None)
+                                  allow_unverified=args.allow_unverified or None,
+                                  trust_factory=args.trust_factory)
     loader, label = test_loader(snn.config, args.snn, run_options(args))
     steps = args.T or int(config["activation"].get("levels", 4))
     report = analyse_offsets(ann, snn, list(loader), steps, progress=not args.quiet)

@@ -132,6 +132,13 @@ def add_process_options(p: argparse.ArgumentParser) -> None:
                    "imagefolder; default 0)")
 
 
+def add_trust_factory(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--trust-factory", action="store_true",
+                   help="load a checkpoint of your own model (trained with --model-factory): "
+                   "rebuilding it imports and calls the factory its config.json names, code "
+                   "outside the checkpoint; give it only for checkpoints you trust")
+
+
 def add_model_and_data(p: argparse.ArgumentParser, *, conversion: bool = True) -> None:
     """Options of commands that load a checkpoint and its test set; ``conversion``: also the
     options of commands that convert with a chosen method (execution mode, calibration data,
@@ -150,6 +157,7 @@ def add_model_and_data(p: argparse.ArgumentParser, *, conversion: bool = True) -
     p.add_argument("--allow-unverified", action="store_true",
                    help="load checkpoints without (or failing) the SHA-256 manifest check "
                    "(docs/reliability.md); also SPIKEBRIDGE_ALLOW_UNVERIFIED=1")
+    add_trust_factory(p)
     p.add_argument("--ignore-data-mismatch", action="store_true",
                    help="evaluate even if the test images differ from those the checkpoint "
                    "was evaluated on when it was trained (its recorded test_fingerprint), e.g. "

@@ -8,7 +8,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from .arguments import add_own_model_options, own_model_conflicts
+from .arguments import add_own_model_options, add_trust_factory, own_model_conflicts
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -29,6 +29,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--allow-unverified", action="store_true",
                    help="with --model: read a checkpoint without (or failing) its SHA-256 "
                    "manifest check")
+    add_trust_factory(p)
     p.add_argument("--debug", action="store_true",
                    help="on failure, show the full Python traceback instead of one line")
     p.set_defaults(func=run)
@@ -58,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
         if args.init_weights is not None:
             load_weights(model, args.init_weights, what=f"the model of {name}")
     else:
-        model, _ = load_checkpoint(args.model, allow_unverified=args.allow_unverified or None)
+        model, _ = load_checkpoint(args.model, allow_unverified=args.allow_unverified or None,
+                                   trust_factory=args.trust_factory)
         name = str(args.model)
     problems = check_convertible(model)
     if not problems:

@@ -14,6 +14,7 @@ from .arguments import (
     add_common,
     add_cos_options,
     add_own_model_options,
+    add_trust_factory,
     batch_count,
     method_names,
     one_method,
@@ -51,6 +52,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=batch_count, default=250)
     p.add_argument("--allow-unverified", action="store_true",
                    help="convert a checkpoint without (or failing) the SHA-256 manifest check")
+    add_trust_factory(p)
     add_cos_options(p)
     add_own_model_options(p)
     add_common(p)
@@ -78,7 +80,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         model_dir = origin = resolve_model(spec, args)
         ann, config = load_checkpoint(model_dir, device=args.device,
-                                      allow_unverified=args.allow_unverified or None)
+                                      allow_unverified=args.allow_unverified or None,
+                                      trust_factory=args.trust_factory)
     method = get_method(spec.name, **spec.params)
     snn, calibration = convert_model(ann, config, method, run_options(args))
     save_snn(snn.cpu(), args.out, ann_config=config, source=model_dir, overwrite=args.overwrite,

@@ -125,6 +125,7 @@ def run_options(args: argparse.Namespace):
         data_dir=getattr(args, "data_dir", None), workers=getattr(args, "workers", 0),
         progress=not args.quiet,
         allow_unverified=getattr(args, "allow_unverified", False) or None,
+        trust_factory=getattr(args, "trust_factory", False),
         ignore_data_mismatch=getattr(args, "ignore_data_mismatch", False),
         calibration_samples=getattr(args, "calibration_samples", None),
         weight_bits=getattr(args, "weight_bits", None),

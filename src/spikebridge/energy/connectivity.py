@@ -47,8 +47,18 @@ from .macs import (
     per_sample,
 )
 
-__all__ = ["InputFanout", "count_synaptic_operations", "event_sources", "input_event_fanout",
-           "network_fanout", "synaptic_fanout"]
+__all__ = ["InputFanout", "UncountableError", "count_synaptic_operations", "event_sources",
+           "input_event_fanout", "network_fanout", "synaptic_fanout"]
+
+class UncountableError(NotImplementedError, ValueError):
+    """Operation counting cannot count this network exactly (a layer or path it does not
+    know). A ``ValueError`` too: the network, not the run, is what it refuses (CLI exit 2)."""
+
+    HINT = "evaluate it without counting: count_operations=False, CLI --no-energy"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message if self.HINT in message else f"{message}; {self.HINT}")
+
 
 def _sum_pool(x: torch.Tensor, dims: int, kernel, stride, padding, ceil_mode: bool) -> torch.Tensor:
     """Average pooling that sums (divisor 1): every window element reaches its output once."""
@@ -100,7 +110,7 @@ class _Connectivity(fx.Interpreter):
         if isinstance(module, IFNeuron):
             x = input_current(args)  # a fused residual connection: both branches
             if target in self.targets:
-                raise NotImplementedError(
+                raise UncountableError(
                     f"IF neuron {target!r} is called more than once; operation counting needs "
                     "one call per neuron module"
                 )
@@ -132,8 +142,12 @@ class _Connectivity(fx.Interpreter):
             return _adaptive_sum_pool(x, ADAPTIVE_POOL_MODULES[type(module)], module.output_size)
         elif isinstance(module, (nn.Flatten, nn.Unflatten)):
             return module(x)
+        elif isinstance(module, nn.MaxPool2d):
+            raise UncountableError(
+                f"operation counting: the max-pool {target!r} takes analog values (event input "
+                "frames, or currents), so what it passes on are not events")
         else:
-            raise NotImplementedError(
+            raise UncountableError(
                 f"operation counting does not know layer {target!r} ({type(module).__name__}); "
                 "supported: Conv/ConvTranspose, Linear, BatchNorm, (adaptive) average pooling, "
                 "Flatten/Unflatten, Identity, adds, constant scalings and reshapes"
@@ -147,7 +161,7 @@ class _Connectivity(fx.Interpreter):
         if target in SCALING_FUNCTIONS:
             signals = [t for t in tensors if t.requires_grad] or tensors
             if len(signals) != 1:
-                raise NotImplementedError("operation counting: a product of two signals")
+                raise UncountableError("operation counting: a product of two signals")
             return signals[0]
         if target in ADD_FUNCTIONS:
             if len(tensors) == 1:
@@ -178,7 +192,7 @@ class _Connectivity(fx.Interpreter):
             return args[0].sum(dim=dims, keepdim=keep)
         if target in SHAPE_FUNCTIONS:
             return super().call_function(target, args, kwargs)
-        raise NotImplementedError(
+        raise UncountableError(
             f"operation counting does not know the operation {getattr(target, '__name__', target)}"
         )
 
@@ -195,7 +209,7 @@ class _Connectivity(fx.Interpreter):
         if target in ("view", "reshape", "flatten", "size", "contiguous", "dim", "squeeze",
                       "unsqueeze"):
             return super().call_method(target, args, kwargs)
-        raise NotImplementedError(f"operation counting does not know the method .{target}()")
+        raise UncountableError(f"operation counting does not know the method .{target}()")
 
 
 class _OnesView:
@@ -364,10 +378,9 @@ def event_sources(snn: SpikingNetwork) -> dict[str, tuple[IFNeuron, bool]]:
         elif isinstance(module, SpikingMaxPool2d):
             source = node.args[0] if node.args else None
             if not (isinstance(source, fx.Node) and is_neuron_node(gm, source)):
-                raise NotImplementedError(
+                raise UncountableError(
                     f"operation counting: the spiking max-pool {node.target!r} does not pool an "
-                    "IF layer's spikes directly, so what it passes on are not events; count "
-                    "without it (count_operations=False, CLI --no-energy)")
+                    "IF layer's spikes directly, so what it passes on are not events")
             found[node.target] = (gm.get_submodule(source.target), True)
     return found
 

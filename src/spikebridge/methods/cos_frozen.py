@@ -91,7 +91,8 @@ class FrozenCOSMethod(ConversionMethod):
                     raise ValueError(
                         f"cos-frozen calibrates every layer on the first ρ = {rho} frames of "
                         f"each calibration sequence, but these have {x.shape[0]}; frame the "
-                        f"calibration events into at least {rho} frames or lower rho")
+                        f"calibration events into at least {rho} frames or lower rho (CLI --input "
+                        f"events: a largest --T of at least {rho})")
                 simulate(snn, x[:rho], mode="layer", input="sequence")
         finally:
             for neuron in neurons.values():

@@ -117,8 +117,9 @@ class ModelFactory:
 
     def _import_module(self) -> Any:
         cwd = os.getcwd()
-        if cwd not in sys.path and "" not in sys.path:
-            sys.path.insert(0, cwd)  # uvicorn's default --app-dir: the current directory
+        added = cwd not in sys.path and "" not in sys.path
+        if added:  # uvicorn's default --app-dir: the current directory, for this import only
+            sys.path.insert(0, cwd)
         importlib.invalidate_caches()  # a module written after this process started
         name = self.module_name
         try:
@@ -136,6 +137,9 @@ class ModelFactory:
             raise ModelFactoryError(
                 f"model factory {self.target}: importing {name} raised "
                 f"{type(exc).__name__}: {exc}") from exc
+        finally:
+            if added and cwd in sys.path:  # later imports must not look in the current directory
+                sys.path.remove(cwd)
 
     def resolve(self) -> Callable[..., Any]:
         """The callable the target names (imported; checked to be callable)."""

@@ -13,8 +13,9 @@ dropout 0.5 and the output layer: 6 activations, 7 weight layers.
 
 Other input sizes: an adaptive average pool to 5×5 follows the last pool. For 42×42 the features
 are 5×5 there already (42 → 21 → 10 → 5), so the pool is the identity and the network is exactly
-the plain layout above (a 256·5·5 = 6400-input classifier); N-MNIST's 34×34 (4×4 features) and
-DVS Gesture's 64×64 or 128×128 (8×8, 16×16) are averaged to the same 5×5 grid, so one
+the plain layout above (a 256·5·5 = 6400-input classifier); DVS Gesture's 64×64 or 128×128
+(8×8, 16×16 features) are averaged to that 5×5 grid and N-MNIST's 34×34 (4×4) is spread over it
+(adaptive pooling then repeats values), so one
 classifier fits every input size and no size needs to be stored with the checkpoint.
 ``in_channels`` is 2 for polarity-split counts or frames, 1 for summed polarities.
 """
