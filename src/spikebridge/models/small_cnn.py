@@ -1,7 +1,9 @@
 """``fashion_cnn``: the small demo CNN for 28×28 grayscale images (Fashion-MNIST).
 
 Four 3×3 conv-BN-activation layers with two 2×2 average pools, then a 128-unit hidden linear
-layer. Works for any input size whose height and width are divisible by 4.
+layer. Works for any input of at least 4×4: each 2×2 pool floors an odd size, as torch's
+``AvgPool2d`` does (N-MNIST's 34×34 → 17×17 → 8×8, the last row and column of the 17×17 maps
+left out), so the classifier takes ``64 · ⌊H/4⌋ · ⌊W/4⌋`` inputs.
 
 The first pool comes right after the first convolution: this keeps the network at ≈8 M MACs per
 28×28 image (about 2.4× less than pooling after two full-resolution convs) for the same accuracy
@@ -44,8 +46,8 @@ class FashionCNN(nn.Module):
     ) -> None:
         super().__init__()
         height, width = input_size
-        if height % 4 or width % 4 or height <= 0 or width <= 0:
-            raise ValueError(f"fashion_cnn needs H and W divisible by 4, got {input_size}")
+        if height < 4 or width < 4:
+            raise ValueError(f"fashion_cnn needs H and W of at least 4, got {input_size}")
         self.features = nn.Sequential(
             *_conv_bn_act(in_channels, 32, activation),
             nn.AvgPool2d(2),
@@ -76,5 +78,6 @@ def fashion_cnn(
     *,
     input_size: tuple[int, int] = (28, 28),
 ) -> nn.Module:
-    """The demo CNN for 28×28 grayscale input (``input_size`` sets other sizes, divisible by 4)."""
+    """The demo CNN for 28×28 grayscale input (``input_size`` sets other sizes, at least 4×4,
+    e.g. N-MNIST's 2×34×34 count images)."""
     return FashionCNN(num_classes, in_channels, activation, input_size=input_size)
