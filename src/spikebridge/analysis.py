@@ -17,8 +17,6 @@ paper's Table 3 is the last IF layer.
 
 from __future__ import annotations
 
-import importlib
-import warnings
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -28,6 +26,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .deprecation import moved_names
 from .network import SpikingNetwork
 from .simulate import check_steps, correct_over_time, layer_chunk_size, simulate
 
@@ -206,10 +205,4 @@ def analyse_offsets(
 MOVED_IN_0_2 = {"compare_iterations": "spikebridge.experiments"}
 
 
-def __getattr__(name: str) -> object:
-    home = MOVED_IN_0_2.get(name)
-    if home is None:
-        raise AttributeError(f"module 'spikebridge.analysis' has no attribute {name!r}")
-    warnings.warn(f"spikebridge.analysis.{name} moved to {home}.{name}; the old name goes in "
-                  "0.3", DeprecationWarning, stacklevel=2)
-    return getattr(importlib.import_module(home), name)
+__getattr__ = moved_names(__name__, MOVED_IN_0_2)

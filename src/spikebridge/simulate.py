@@ -31,13 +31,12 @@ module (:mod:`spikebridge.evaluation`).
 
 from __future__ import annotations
 
-import importlib
 import math
-import warnings
 
 import torch
 from torch import nn
 
+from .deprecation import moved_names
 from .input_checks import (
     InputError,
     check_input,
@@ -404,10 +403,4 @@ def correct_over_time(outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tens
 MOVED_IN_0_2 = {"evaluate": "spikebridge.evaluation", "Evaluation": "spikebridge.evaluation"}
 
 
-def __getattr__(name: str) -> object:
-    home = MOVED_IN_0_2.get(name)
-    if home is None:
-        raise AttributeError(f"module 'spikebridge.simulate' has no attribute {name!r}")
-    warnings.warn(f"spikebridge.simulate.{name} moved to {home}.{name}; the old name goes in "
-                  "0.3", DeprecationWarning, stacklevel=2)
-    return getattr(importlib.import_module(home), name)
+__getattr__ = moved_names(__name__, MOVED_IN_0_2)

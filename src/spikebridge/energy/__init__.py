@@ -28,9 +28,7 @@ numbers are :mod:`spikebridge.reporting`'s.
 
 from __future__ import annotations
 
-import importlib
-import warnings
-
+from ..deprecation import moved_names
 from .connectivity import count_synaptic_operations, network_fanout, synaptic_fanout
 from .counter import OperationCounter, OperationReport, ops_from_mapping, record_operations
 from .macs import AnnCost, LayerCost, ann_operations
@@ -66,10 +64,4 @@ MOVED_IN_0_2 = {
 }
 
 
-def __getattr__(name: str) -> object:
-    home = MOVED_IN_0_2.get(name)
-    if home is None:
-        raise AttributeError(f"module 'spikebridge.energy' has no attribute {name!r}")
-    warnings.warn(f"spikebridge.energy.{name} moved to {home}.{name}; the old name goes in 0.3",
-                  DeprecationWarning, stacklevel=2)
-    return getattr(importlib.import_module(home), name)
+__getattr__ = moved_names(__name__, MOVED_IN_0_2)
