@@ -111,6 +111,13 @@ def test_gate_matches_the_brute_force_oracle(window, kind):
     expected = torch.tensor(_oracle(frames.tolist(), *window), dtype=torch.float64)
     got = _run_steps(SpikingMaxPool2d(*window), frames)
     assert torch.equal(got, expected)
+    # channels_last, as the simulator lays out CPU tensors: the same ties, the same winners
+    wide = torch.cat([frames] * 2, dim=2)  # [T, B, 2C, H, W]: channels_last needs C > 1
+    last = [f.contiguous(memory_format=torch.channels_last) for f in wide]
+    assert not last[0].is_contiguous()
+    pool = SpikingMaxPool2d(*window)
+    got_last = torch.stack([pool(f) for f in last])
+    assert torch.equal(got_last, torch.cat([expected] * 2, dim=2))
 
 
 @pytest.mark.parametrize("window", WINDOWS)

@@ -79,8 +79,6 @@ whenever the simulator resets the network before a batch.
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -125,7 +123,7 @@ class SpikingMaxPool2d(nn.Module):
     order), :math:`y_P(t) = x_{w_P(t)}(t)`.
 
     Arguments are those of ``nn.MaxPool2d`` (``return_indices`` is not supported). State:
-    ``accumulated`` (:math:`S`, ``[B, C, H, W]``) and ``winner`` (the window index of
+    ``accumulated`` (:math:`S`, ``[B, C, H, W]``) and ``winner`` (the flat ``H·W`` position of
     :math:`w_P`, ``[B, C, H_out, W_out]``), both ``None`` after :meth:`reset_state`.
     """
 
@@ -197,40 +195,30 @@ class SpikingMaxPool2d(nn.Module):
         raise RuntimeError(f"SpikingMaxPool2d got a batch of {x.shape[0]}, expected {batch} "
                            f"(constant input) or {steps}×{batch} (time folded into the batch)")
 
-    def _windows(self, values: torch.Tensor, fill: float) -> torch.Tensor:
-        """``[B, C, H_out, W_out, k_h·k_w]``: every window's values in row-major order, padding
-        (and what ceil_mode runs past the end) filled with ``fill``."""
-        height, width = values.shape[-2:]
-        out_h, out_w = self.output_size(height, width)
-        (kh, kw), (sh, sw), (ph, pw), (dh, dw) = (self.kernel_size, self.stride, self.padding,
-                                                  self.dilation)
-        reach_h, reach_w = dh * (kh - 1) + 1, dw * (kw - 1) + 1
-        span_h, span_w = (out_h - 1) * sh + reach_h, (out_w - 1) * sw + reach_w
-        after_h, after_w = max(span_h - height - ph, 0), max(span_w - width - pw, 0)
-        if ph or pw or after_h or after_w:
-            values = F.pad(values, (pw, after_w, ph, after_h), value=fill)
-        values = values[..., :span_h, :span_w]
-        windows = values.unfold(2, reach_h, sh).unfold(3, reach_w, sw)[..., ::dh, ::dw]
-        return windows.reshape(*windows.shape[:4], kh * kw)
-
     def _step(self, x: torch.Tensor) -> torch.Tensor:
-        """One time-step: accumulate, choose each window's winner, pass its input."""
+        """One time-step: accumulate, choose each window's winner, pass its input.
+
+        ``F.max_pool2d(S, return_indices=True)`` gives each window's maximum :math:`M_P(t)` and
+        the first position holding it in the window's row-major scan (padding never wins), as
+        a flat index into the ``H × W`` plane; the incumbent keeps a tie; the output gathers
+        ``x`` at the winners.
+        """
         if self.accumulated is None or self.accumulated.shape != x.shape:
             # float32 at least: a half-precision sum stops counting after a few hundred spikes
             dtype = torch.promote_types(x.dtype, torch.float32)
             self.accumulated = torch.zeros(x.shape, dtype=dtype, device=x.device)
             self.winner = None
         self.accumulated.add_(x)  # S_i(t) = S_i(t-1) + x_i(t)
-        windows = self._windows(self.accumulated, -math.inf)
-        # M_P(t) and the first window position holding it (torch.max returns the first maximum)
-        best, first = windows.max(dim=-1)
+        best, first = F.max_pool2d(self.accumulated, self.kernel_size, self.stride, self.padding,
+                                   self.dilation, self.ceil_mode, return_indices=True)
+        plane = self.accumulated.flatten(2)  # [B, C, H·W]
         if self.winner is None:
             winner = first
         else:  # the incumbent keeps a tie
-            held = windows.gather(-1, self.winner.unsqueeze(-1)).squeeze(-1)
+            held = plane.gather(2, self.winner.flatten(2)).view_as(best)
             winner = torch.where(held == best, self.winner, first)
         self.winner = winner
-        out = self._windows(x, 0.0).gather(-1, winner.unsqueeze(-1)).squeeze(-1)
+        out = x.flatten(2).gather(2, winner.flatten(2)).view(best.shape).to(x.dtype)
         return out.contiguous(memory_format=_layout(x))
 
     def extra_repr(self) -> str:
