@@ -32,6 +32,7 @@ module (:mod:`spikebridge.evaluation`).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -248,14 +249,7 @@ def _simulate_sequence(snn: SpikingNetwork, x: torch.Tensor, steps: int | None, 
     steps, nonfinite_samples = check_sequence(snn, x, steps, nonfinite)
     check_simulation_size(snn, steps, x.shape[1], x.device)
     mode = resolve_mode(snn, mode, x.device)
-    chunk = x.shape[1]
-    if mode != "step":
-        chunk = layer_chunk_size(snn.frames_needed(steps if mode == "layer" else 1))
-    if x.shape[1] > chunk:
-        outputs = torch.cat([_simulate_frames(snn, part, mode) for part in x.split(chunk, dim=1)],
-                            dim=1)
-    else:
-        outputs = _simulate_frames(snn, x, mode)
+    outputs = _in_chunks(snn, x, steps, mode, 1, lambda part: _simulate_frames(snn, part, mode))
     return outputs if nonfinite_samples is None else _nan_where(nonfinite_samples, outputs)
 
 
@@ -264,12 +258,8 @@ def _simulate_frames(snn: SpikingNetwork, x: torch.Tensor, mode: str) -> torch.T
     ``x[t]``; layer-wise: all frames folded into the batch, ``[T*B, ...]``, nothing repeated)."""
     steps, batch = int(x.shape[0]), int(x.shape[1])
     split = snn.split
-    frames = x.reshape(steps * batch, *x.shape[2:])  # frame t: rows t·B … (t+1)·B - 1
-    if frames.dim() == 4 and frames.device.type == "cpu":
-        snn.prefer_channels_last()  # as for constant input (docs/benchmarks.md §4)
-        frames = frames.to(memory_format=torch.channels_last)
-    snn.reset_state()
-    snn.set_horizon(steps)
+    # frame t: rows t·B … (t+1)·B - 1
+    frames = _start_batch(snn, x.reshape(steps * batch, *x.shape[2:]), steps)
 
     def frame(t: int) -> torch.Tensor:
         return frames[t * batch:(t + 1) * batch]
@@ -312,11 +302,31 @@ def check_simulation_size(snn: SpikingNetwork, steps: int, batch: int,
 
 def _simulate_chunked(snn: SpikingNetwork, x: torch.Tensor, steps: int, mode: str) -> torch.Tensor:
     mode = resolve_mode(snn, mode, x.device)
+    return _in_chunks(snn, x, steps, mode, 0, lambda part: _simulate(snn, part, steps, mode))
+
+
+def _in_chunks(snn: SpikingNetwork, x: torch.Tensor, steps: int, mode: str, batch_dim: int,
+               run: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """``run`` on ``x`` — or, layer-wise with more samples (along ``batch_dim``) than
+    :func:`layer_chunk_size` allows, on each chunk of them, the outputs ``[T, B, ...]`` joined."""
     if mode != "step":
         chunk = layer_chunk_size(snn.frames_needed(steps if mode == "layer" else 1))
-        if x.shape[0] > chunk:
-            return torch.cat([_simulate(snn, part, steps, mode) for part in x.split(chunk)], dim=1)
-    return _simulate(snn, x, steps, mode)
+        if x.shape[batch_dim] > chunk:
+            return torch.cat([run(part) for part in x.split(chunk, dim=batch_dim)], dim=1)
+    return run(x)
+
+
+def _start_batch(snn: SpikingNetwork, x: torch.Tensor, steps: int) -> torch.Tensor:
+    """Before a batch: channels_last on CPU, in every mode — oneDNN's faster convolutions, and
+    every IF layer's state in its currents' layout, updated in one fused pass
+    (docs/benchmarks.md §4; this restrides one-channel input too) — then the state reset and
+    the run's length told to the neurons. Returns ``x`` in the layout to feed."""
+    if x.dim() == 4 and x.device.type == "cpu":
+        snn.prefer_channels_last()
+        x = x.to(memory_format=torch.channels_last)
+    snn.reset_state()
+    snn.set_horizon(steps)
+    return x
 
 
 def layer_chunk_size(frames: int) -> int:
@@ -326,13 +336,7 @@ def layer_chunk_size(frames: int) -> int:
 
 def _simulate(snn: SpikingNetwork, x: torch.Tensor, steps: int, mode: str) -> torch.Tensor:
     split = snn.split
-    if x.dim() == 4 and x.device.type == "cpu":
-        # channels_last on CPU, in every mode: oneDNN's faster convolutions, and every IF
-        # layer's state in its currents' layout, updated in one fused pass (docs/benchmarks.md §4)
-        snn.prefer_channels_last()
-        x = x.to(memory_format=torch.channels_last)  # restrides one-channel input too
-    snn.reset_state()
-    snn.set_horizon(steps)
+    x = _start_batch(snn, x, steps)
     with torch.inference_mode():
         constants = split.prefix(x)
         if mode == "step":
