@@ -52,6 +52,7 @@ from spikebridge.events import EmulatorConfig, write_nmnist_dataset
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "bench" / "results" / "models" / "events_fashion"  # ignored by git
 METHODS = "ecc,qcfs,cos"
+MEMORY_METHODS = "ecc,qcfs"  # COS calibrates unsigned neurons: no memory variant (§2.7)
 
 
 def _say(message: str) -> None:
@@ -147,12 +148,13 @@ def train_models(run: Runner, work: Path, args: argparse.Namespace) -> dict[str,
     return out
 
 
-def compare(run: Runner, work: Path, name: str, args: list[str], reuse: bool) -> list[dict]:
+def compare(run: Runner, work: Path, name: str, args: list[str], reuse: bool,
+            methods: str = METHODS) -> list[dict]:
     out = work / name
     if reuse and (out / "results.json").exists():
         run.reused(name)
     else:
-        run(name, ["compare", *args, "--methods", METHODS, "--out", str(out), "--quiet"])
+        run(name, ["compare", *args, "--methods", methods, "--out", str(out), "--quiet"])
     return json.loads((out / "results.json").read_text())["results"]
 
 
@@ -212,7 +214,10 @@ def readers() -> dict[str, Any] | None:
 
 def _row(record: dict, t: int) -> dict[str, Any]:
     ops = record["ops"][str(t)]
+    negative = sum(layer.get(str(t), {}).get("negative_spikes", 0.0)
+                   for layer in record.get("operations", {}).get("layers", {}).values())
     return {"accuracy": record["snn_accuracy"][str(t)], "sops": ops["snn_sops"],
+            "negative_spikes": negative,
             "sops_per_mac": ops["sops_per_mac"], "input_events": ops.get("input_events"),
             "sops_input": ops.get("snn_sops_input"),
             "presimulation": record["latency"][str(t)]["presimulation"],
@@ -220,7 +225,9 @@ def _row(record: dict, t: int) -> dict[str, Any]:
 
 
 def _by_method(records: list[dict]) -> dict[str, dict]:
-    return {rec["method"]: rec for rec in records}
+    """Records by method, ``ecc+memory`` for a run with signed neurons with memory."""
+    return {rec["method"] + ("+memory" if rec.get("neuron") == "memory" else ""): rec
+            for rec in records}
 
 
 def _checkpoint_accuracy(directory: Path) -> float:
@@ -228,7 +235,7 @@ def _checkpoint_accuracy(directory: Path) -> float:
 
 
 def tables(result: dict[str, Any]) -> str:
-    frames, methods = result["frames"], METHODS.split(",")
+    frames, methods = result["frames"], [m for m in result["events"] if "+" not in m]
     ev, im = result["events"], result["images"]
     lines = ["Events (SNN on F frames of each test recording; SOPs and input events per sample):",
              "", "| frames F | input events | " + " | ".join(
@@ -239,6 +246,17 @@ def tables(result: dict[str, Any]) -> str:
                  for m in methods]
         events = ev[methods[0]][str(f)]["input_events"]
         lines.append(f"| {f} | {events:.0f} | " + " | ".join(cells) + " |")
+    memory = [m for m in ev if m.endswith("+memory")]
+    if memory:
+        lines += ["", "Events, signed neurons with memory (--neuron memory, docs/methods.md "
+                  "§2.7):", "", "| frames F | " + " | ".join(
+                      f"{m} % | {m} SOPs | negative spikes" for m in memory) + " |",
+                  "|---|" + "---|---|---|" * len(memory)]
+        for f in frames:
+            cells = [f"{ev[m][str(f)]['accuracy'] * 100:.2f} | "
+                     f"{ev[m][str(f)]['sops'] / 1e6:.2f} M | "
+                     f"{ev[m][str(f)]['negative_spikes']:.0f}" for m in memory]
+            lines.append(f"| {f} | " + " | ".join(cells) + " |")
     cnn = result["cnn"]
     lines += ["", f"CNN on counts (test recordings): ReLU {cnn['events_relu'] * 100:.2f} %, "
               f"QCFS {cnn['events_qcfs'] * 100:.2f} %; on images (the same "
@@ -286,6 +304,8 @@ def main() -> None:
     parser.add_argument("--calibration-samples", type=int, default=1000)
     parser.add_argument("--no-diagnose", action="store_true",
                         help="skip the constant-count-image diagnostic run")
+    parser.add_argument("--no-memory", action="store_true",
+                        help="skip the runs with signed neurons with memory (--neuron memory)")
     parser.add_argument("--work", type=Path, default=WORK)
     parser.add_argument("--reuse", action="store_true")
     parser.add_argument("--json", type=Path, default=None)
@@ -307,6 +327,12 @@ def main() -> None:
         records = compare(run, work, f"compare_events_F{f}",
                           ["--model", pair["events"], "--input", "events", "--T", str(f),
                            "--data-dir", str(work / "events"), *calib], args.reuse)
+        if not args.no_memory:
+            records = records + compare(
+                run, work, f"compare_events_memory_F{f}",
+                ["--model", pair["events"], "--input", "events", "--T", str(f), "--neuron",
+                 "memory", "--data-dir", str(work / "events"), *calib], args.reuse,
+                MEMORY_METHODS)
         for m, rec in _by_method(records).items():
             events.setdefault(m, {})[str(f)] = _row(rec, f)
             ann_on_frames[f"{m}_F{f}"] = rec["ann_accuracy"]
@@ -333,9 +359,13 @@ def main() -> None:
     cnn["images_qcfs"] = image_records["qcfs"]["ann_accuracy"]
     source = {"ecc": "events_relu", "qcfs": "events_qcfs", "cos": "events_qcfs"}
     last = str(max(frames))
-    target = {m: {"snn": events[m][last]["accuracy"], "cnn": cnn[source[m]],
-                  "gap_pt": (events[m][last]["accuracy"] - cnn[source[m]]) * 100,
-                  "met": (cnn[source[m]] - events[m][last]["accuracy"]) * 100 <= 2.0}
+
+    def cnn_of(m: str) -> float:
+        return cnn[source[m.split("+")[0]]]
+
+    target = {m: {"snn": events[m][last]["accuracy"], "cnn": cnn_of(m),
+                  "gap_pt": (events[m][last]["accuracy"] - cnn_of(m)) * 100,
+                  "met": (cnn_of(m) - events[m][last]["accuracy"]) * 100 <= 2.0}
               for m in events}
     # the command that computes everything (a --reuse run re-reads stages it computed)
     command = "python bench/events_fashion.py " + " ".join(
@@ -347,7 +377,8 @@ def main() -> None:
                     "load_1min_at_start_end": [load_start, round(os.getloadavg()[0], 2)]},
         "sizes": {"train": args.train, "test": args.test, "subset_seed": 0},
         "model": args.model, "epochs": args.epochs, "qcfs_activation": args.qcfs,
-        "frames": frames, "methods": METHODS.split(","), "emulation": data,
+        "frames": frames, "methods": METHODS.split(","),
+        "memory_methods": [] if args.no_memory else MEMORY_METHODS.split(","), "emulation": data,
         "cnn": cnn, "ann_on_frame_means": ann_on_frames,
         "events": events, "images": images, "counts_constant": counts_constant,
         "shuffled": shuffled, "readers": readers(),

@@ -446,3 +446,43 @@ def test_training_never_flips_a_set_whose_record_forbids_it(emulated_nmnist, tmp
     assert seen["horizontal_flip"] is False and seen["crop_padding"] == 2
     assert isinstance(seen["dataset"].images, torch.Tensor) and len(seen["dataset"]) == 32
     assert not isinstance(seen["dataset"], EventDataset)
+
+
+def test_compare_and_convert_with_memory_neurons_on_event_frames(emulated_nmnist, tmp_path,
+                                                                capsys):
+    """``--neuron memory`` from the command line: compare labels and records it, convert saves
+    it, the saved SNN reproduces compare's accuracies, and --snn refuses to re-choose it."""
+    import spikebridge as sb
+
+    data = str(emulated_nmnist.parent)
+    model = tmp_path / "relu"
+    assert main(["train", "--dataset", "nmnist", "--data-dir", data, "--activation", "relu",
+                 "--epochs", "1", "--batch-size", "16", "--out", str(model), "--quiet"]) == 0
+    common = ["--input", "events", "--T", "2,4", "--data-dir", data, "--quiet"]
+    assert main(["compare", "--model", f"relu={model}", "--methods", "ecc:tre=0,maxnorm",
+                 "--neuron", "memory", "--calibration-samples", "8", "--out",
+                 str(tmp_path / "cmp"), *common]) == 0
+    records = json.loads((tmp_path / "cmp" / "results.json").read_text())["results"]
+    assert [r["label"] for r in records] == ["ecc(tre=False)+memory", "maxnorm+memory"]
+    assert all(r["neuron"] == "memory" and r["spikes"]["signed"] for r in records)
+    snn_dir = tmp_path / "snn"
+    assert main(["convert", "--model", str(model), "--method", "ecc:tre=0", "--neuron",
+                 "memory", "--data-dir", data, "--calibration-samples", "8", "--out",
+                 str(snn_dir), "--quiet"]) == 0
+    assert all(n.memory for n in sb.load_snn(snn_dir).neurons().values())
+    assert main(["evaluate", "--snn", str(snn_dir), "--json", str(tmp_path / "ev.json"),
+                 *common]) == 0
+    saved = json.loads((tmp_path / "ev.json").read_text())
+    assert saved["label"].startswith("ecc(") and saved["label"].endswith("+memory")
+    assert saved["neuron"] == "memory"
+    assert saved["snn_accuracy"] == records[0]["snn_accuracy"]
+    capsys.readouterr()
+    assert main(["evaluate", "--snn", str(snn_dir), "--neuron", "memory", *common]) == 2
+    assert "--neuron do(es) not apply with --snn" in capsys.readouterr().err
+    qcfs = tmp_path / "qcfs"
+    assert main(["train", "--dataset", "nmnist", "--data-dir", data, "--activation", "qcfs:L=4",
+                 "--epochs", "1", "--batch-size", "16", "--out", str(qcfs), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["compare", "--model", f"qcfs={qcfs}", "--methods", "qcfs,cos", "--neuron",
+                 "memory", *common]) == 2
+    assert "method 'cos' cannot use signed neurons with memory" in capsys.readouterr().err

@@ -42,7 +42,7 @@ from .batchnorm_folding import FOLDABLE, fold_batchnorm
 from .calibration import CalibrationData
 from .methods import ActivationSite, ConversionMethod, Preparation, get_method
 from .network import SpikingNetwork
-from .neurons import IFNeuron
+from .neurons import IFNeuron, memory_refusal
 from .quantization import quantize_weights
 from .spiking_maxpool import SpikingMaxPool2d
 from .tracing import (
@@ -56,6 +56,7 @@ from .tracing import (
 )
 
 __all__ = [
+    "NEURON_MODELS",
     "ConversionProblem",
     "UnsupportedLayerError",
     "check_convertible",
@@ -65,7 +66,11 @@ __all__ = [
     "replace_with_module",
     "spiking_max_pools",
     "trace",
+    "use_spike_memory",
 ]
+
+#: ``convert(neuron=...)``: the method's own IF neurons, or signed neurons with memory (§2.7)
+NEURON_MODELS = ("if", "memory")
 
 
 _BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
@@ -466,6 +471,7 @@ def convert(
     weight_bits: int | None = None,
     weight_rounding: str = "nearest",
     input_shape: Sequence[int] | None = None,
+    neuron: str = "if",
     progress: bool = False,
     **method_params: Any,
 ) -> SpikingNetwork:
@@ -487,6 +493,10 @@ def convert(
     ``input_shape``: the per-sample input shape, e.g. ``(1, 28, 28)``; simulation then refuses
     inputs of any other shape with a clear error (default: the model's ``input_shape`` attribute,
     which :func:`spikebridge.load_checkpoint` sets; else only the channel count is checked).
+    ``neuron``: ``"if"`` (default) keeps the method's IF neurons; ``"memory"`` makes each a
+    signed neuron with memory (§2.7), whose spike count follows the running sum of its input
+    whatever the input's order (event-camera input) — for methods whose neurons reset by
+    subtraction and fix ``v(0)`` before the run (not COS, StReLU, or hard-reset baselines).
 
     The ANN is not modified. The result is an ``nn.Module``; run it with
     :func:`spikebridge.simulate` / :func:`spikebridge.evaluate`.
@@ -494,6 +504,8 @@ def convert(
     if not isinstance(model, nn.Module):
         raise TypeError(f"convert() needs a torch.nn.Module, got {type(model).__name__}")
     recipe = get_method(method, **method_params)
+    if neuron not in NEURON_MODELS:
+        raise ValueError(f"neuron must be one of {NEURON_MODELS}, got {neuron!r}")
     if weight_bits is not None:
         from .quantization import ROUNDING, check_bits
 
@@ -542,9 +554,9 @@ def convert(
     sources: dict[str, str] = {}
     ann_nodes: dict[str, str] = {}
     for node, site in sites:
-        neuron: IFNeuron = recipe.neuron(_resolve_threshold(site, thresholds))
+        if_neuron: IFNeuron = recipe.neuron(_resolve_threshold(site, thresholds))
         if node.op == "call_module" and node.target not in sources:
-            set_module(gm, node.target, neuron)
+            set_module(gm, node.target, if_neuron)
             sources[node.target] = site.name
             ann_nodes[node.target] = node.name
             continue
@@ -552,7 +564,7 @@ def convert(
         # nn.ReLU): every call site gets its own neuron, since each has its own membrane state.
         base = site.name.replace(".", "_") + ("_call" if node.op == "call_module" else "")
         ann_node = node.name
-        name = replace_with_module(gm, node, neuron, base, sources)
+        name = replace_with_module(gm, node, if_neuron, base, sources)
         ann_nodes[name] = ann_node
         sources[name] = site.name
     spiking_max_pools(gm)
@@ -568,4 +580,21 @@ def convert(
     if weight_bits is not None:
         snn.replace_network(quantize_weights(snn.network, weight_bits, weight_rounding))
         snn.weight_bits = int(weight_bits)
+    if neuron == "memory":
+        use_spike_memory(snn)
     return snn
+
+
+def use_spike_memory(snn: SpikingNetwork) -> None:
+    """Make every IF neuron of ``snn`` a signed neuron with memory (docs/methods.md §2.7), or
+    raise one :class:`ValueError` naming every neuron that cannot be one and why."""
+    neurons = snn.neurons()
+    problems = {name: memory_refusal(n) for name, n in neurons.items()}
+    problems = {name: why for name, why in problems.items() if why}
+    if problems:
+        shown = "; ".join(f"{name} {why}" for name, why in list(problems.items())[:3])
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise ValueError(f"method {snn.method.name!r} cannot use signed neurons with memory "
+                         f"(neuron='memory', §2.7): {shown}{more}")
+    for n in neurons.values():
+        n.enable_memory()

@@ -101,6 +101,7 @@ class RunOptions:
     nonfinite: str = "error"
     input: str = "constant"
     frames: int | None = None
+    neuron: str = "if"  # "memory": signed neurons with memory (docs/methods.md §2.7)
 
 
 @dataclass
@@ -249,7 +250,8 @@ def convert_model(ann: nn.Module, config: dict[str, Any], method: ConversionMeth
     """``convert`` with the calibration data the method needs (none for data-free methods)."""
     calibration = calibration_data(config, options) if method.needs_calibration_data() else None
     snn = convert(ann, method, calibration_data=calibration, weight_bits=options.weight_bits,
-                  weight_rounding=options.weight_rounding, progress=options.progress)
+                  weight_rounding=options.weight_rounding, neuron=options.neuron,
+                  progress=options.progress)
     return snn, calibration
 
 
@@ -289,7 +291,17 @@ def _run_extra(snn: SpikingNetwork, label: str, options: RunOptions, weight_bits
                calibration_samples: int | None) -> dict[str, Any]:
     return {"label": label, "mode": resolve_mode(snn, options.mode, torch.device(options.device)),
             "device": str(options.device), "weight_bits": weight_bits,
-            "calibration_samples": calibration_samples}
+            "calibration_samples": calibration_samples, "neuron": neuron_model(snn)}
+
+
+def neuron_model(snn: SpikingNetwork) -> str:
+    """``"memory"`` if the SNN's neurons are signed neurons with memory (§2.7), else ``"if"``."""
+    return "memory" if any(n.memory for n in snn.neurons().values()) else "if"
+
+
+def run_label(spec: MethodSpec, neuron: str) -> str:
+    """How results name a method's run: ``ecc``, ``rmp(scale=0.9)``, ``ecc+memory``."""
+    return spec.label if neuron == "if" else f"{spec.label}+{neuron}"
 
 
 #: ``announce(estimates, images, steps)``: told, before any simulation, how long each run is
@@ -323,7 +335,7 @@ def run_methods(specs: Sequence[MethodSpec],
         snn, calibration = convert_model(model.ann, model.config, method, options)
         if directory not in probes and distributed.is_main_process():
             probes[directory] = next(iter(model.loader))[0]
-        estimates.append((spec.label, estimate_seconds(
+        estimates.append((run_label(spec, options.neuron), estimate_seconds(
             snn, probes.get(directory), _samples(model.loader), steps, options)))
         prepared.append((spec, directory, snn, calibration))
     if announce is not None and prepared:
@@ -333,11 +345,12 @@ def run_methods(specs: Sequence[MethodSpec],
     for spec, directory, snn, calibration in prepared:
         model = loaded[directory]
         first = directory not in ann_accuracy
+        label = run_label(spec, options.neuron)
         result = evaluate_snn(snn, model.loader, steps, options,
-                              ann=model.ann if first else None, label=spec.label)
+                              ann=model.ann if first else None, label=label)
         if first:
             ann_accuracy[directory] = result.ann_accuracy
-        extra = _run_extra(snn, spec.label, options, options.weight_bits,
+        extra = _run_extra(snn, label, options, options.weight_bits,
                            None if calibration is None else calibration.samples)
         record = evaluation_record(result, snn, steps, dataset=model.config["dataset"],
                                    model=model.label, extra=extra)
@@ -357,13 +370,14 @@ def run_saved_snns(directories: Sequence[Path], steps: Sequence[int], options: R
         config = snn.config
         loader, label = test_loader(config, directory, options)
         spec = MethodSpec(config["snn"]["method"], config["snn"]["params"])
+        label = run_label(spec, neuron_model(snn))
         if announce is not None and distributed.is_main_process():
             seconds = estimate_seconds(snn, next(iter(loader))[0], _samples(loader), steps,
                                        options)
-            announce([(spec.label, seconds)], _samples(loader), steps)
-        result = evaluate_snn(snn, loader, steps, options, label=spec.label)
+            announce([(label, seconds)], _samples(loader), steps)
+        result = evaluate_snn(snn, loader, steps, options, label=label)
         conversion = config["snn"].get("conversion", {})
-        extra = {**_run_extra(snn, spec.label, options, snn.weight_bits,
+        extra = {**_run_extra(snn, label, options, snn.weight_bits,
                               conversion.get("calibration_samples")), "snn": str(directory)}
         record = evaluation_record(result, snn, steps, dataset=config["dataset"], model=label,
                                    extra=extra)

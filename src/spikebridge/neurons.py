@@ -33,6 +33,7 @@ __all__ = [
     "if_step_",
     "input_current",
     "integrate_and_fire",
+    "memory_refusal",
     "reference_if_step_",
     "sequence_mode",
 ]
@@ -60,7 +61,7 @@ class IFTrace:
 def if_step_(
     v: torch.Tensor, current: torch.Tensor, threshold: float, x_out: torch.Tensor,
     reset: str = "subtract", *, amplitude: float | None = None, extra: float = 0.0,
-    negative: tuple[float, float] | None = None,
+    negative: tuple[float, float] | None = None, memory: torch.Tensor | None = None,
 ) -> None:
     r"""One IF update in place (docs/methods.md §2.1): ``v`` ← ``v(t)``, ``x_out`` ← ``A s(t)``.
 
@@ -73,24 +74,29 @@ def if_step_(
     when :math:`m(t) \le -\theta_-`, sending :math:`-A_-` and resetting by :math:`+\theta_-`
     (subtract) or to 0 (zero).
 
+    ``memory`` (the net spike count ``N(t-1)``, updated in place to ``N(t)``) makes it a signed
+    neuron *with memory* (§2.7): a negative spike when :math:`m(t) < 0` and :math:`N(t-1) > 0`,
+    sending :math:`-A` and resetting by :math:`+\theta`; soft reset only.
+
     Step mode and sequence mode both call this, which is what makes them bit-identical. The
     unsigned soft-reset update runs as one fused pass (:mod:`spikebridge.if_kernel`, bit-identical
     to :func:`reference_if_step_`, tested) where it applies; everything else runs the reference.
     """
-    if negative is None and reset == "subtract" and fused_if_step_(
+    if negative is None and memory is None and reset == "subtract" and fused_if_step_(
         v, current, threshold, x_out, value_of(threshold, amplitude), extra
     ):
         return
     reference_if_step_(v, current, threshold, x_out, reset, amplitude=amplitude, extra=extra,
-                       negative=negative)
+                       negative=negative, memory=memory)
 
 
 def reference_if_step_(
     v: torch.Tensor, current: torch.Tensor, threshold: float, x_out: torch.Tensor,
     reset: str = "subtract", *, amplitude: float | None = None, extra: float = 0.0,
-    negative: tuple[float, float] | None = None,
+    negative: tuple[float, float] | None = None, memory: torch.Tensor | None = None,
 ) -> None:
-    """The eager reference of :func:`if_step_` (same arguments, same equations, §2.1–2.2, §6.2).
+    """The eager reference of :func:`if_step_` (same arguments, same equations, §2.1–2.2, §2.7,
+    §6.2).
 
     The unsigned soft-reset path is four in-place ATen kernels; the spike is written straight
     into ``x_out`` in ``v``'s dtype (a bool mask plus a conversion would cost two more passes).
@@ -99,6 +105,9 @@ def reference_if_step_(
     if extra:
         v.add_(extra)  # + η θ / T (TRE)
     value = value_of(threshold, amplitude)
+    if memory is not None:
+        _memory_fire_(v, memory, threshold, value, x_out)
+        return
     if negative is not None:
         _signed_fire_(v, threshold, value, negative, x_out, reset)
         return
@@ -127,6 +136,24 @@ def _signed_fire_(
     x_out.sub_(down.to(v.dtype), alpha=neg_value)
 
 
+def _memory_fire_(
+    v: torch.Tensor, count: torch.Tensor, threshold: float, value: float, x_out: torch.Tensor,
+) -> None:
+    r"""Fire, reset and weight a signed neuron with memory (§2.7) whose ``v`` holds ``m(t)``.
+
+    :math:`s(t) = H(m(t) - \theta) - [m(t) < 0 \wedge N(t-1) > 0]`, :math:`v(t) = m(t) - \theta
+    s(t)`, :math:`N(t) = N(t-1) + s(t)`, :math:`x(t) = A s(t)`: a negative spike takes back one
+    earlier positive spike, so ``N`` never goes below 0.
+    """
+    up = torch.ge(v, threshold)
+    down = torch.lt(v, 0.0).logical_and_(torch.gt(count, 0.0))
+    torch.sub(up.to(v.dtype), down.to(v.dtype), out=x_out)  # s(t) ∈ {-1, 0, 1}
+    v.sub_(x_out, alpha=threshold)
+    count.add_(x_out)
+    if value != 1.0:
+        x_out.mul_(value)
+
+
 def value_of(threshold: float, amplitude: float | None) -> float:
     """The value ``A`` one spike sends on: θ for weighted spikes (``amplitude=None``)."""
     return threshold if amplitude is None else amplitude
@@ -146,6 +173,7 @@ def integrate_and_fire(
     amplitude: float | None = None,
     extra: float = 0.0,
     negative: tuple[float, float] | None = None,
+    memory: torch.Tensor | None = None,
     addends: torch.Tensor | None = None,
     in_place: bool = False,
 ) -> IFTrace:
@@ -161,17 +189,21 @@ def integrate_and_fire(
     with ``T' >= steps`` (the first ``steps`` frames are used), or ``[B, ...]`` with
     ``constant=True`` (the same current every step). ``v0`` is the initial potential ``v(0)``.
     ``track_count`` records ``N`` (net count ``Σ s`` for signed neurons); ``track_extrema``
-    records ``N`` and COS's ``m↓``/``m↑`` (unsigned neurons only). ``amplitude``, ``extra`` and
-    ``negative`` are those of :func:`if_step_`. ``addends`` (frames like ``currents``): a second
-    current, e.g. a residual connection's other branch; the input is then
+    records ``N`` and COS's ``m↓``/``m↑`` (unsigned neurons only). ``amplitude``, ``extra``,
+    ``negative`` and ``memory`` are those of :func:`if_step_` (``memory``: the signed neuron with
+    memory's net count ``N(0)``, evolved in place to ``N(T)``). ``addends`` (frames like
+    ``currents``): a second current, e.g. a residual connection's other branch; the input is then
     ``currents + addends``, summed first (in the fused scan without writing the sum).
     ``in_place``: evolve ``v0`` itself (it becomes ``v(T)``) instead of a copy — for a caller
     whose ``v0`` is a temporary (one pass over the layer's state less).
     """
     if track_count and negative is not None and negative[1] != value_of(threshold, amplitude):
         raise ValueError("spike counts of a signed neuron need equal positive/negative amplitudes")
-    if track_extrema and (negative is not None or extra):
+    if track_extrema and (negative is not None or memory is not None or extra):
         raise ValueError("extrema tracking (COS) is defined for unsigned neurons without TRE")
+    if memory is not None and (negative is not None or reset != "subtract"):
+        raise ValueError("a signed neuron with memory (§2.7) resets by subtraction and has no "
+                         "separate negative threshold")
     if steps < 1:
         raise ValueError(f"the number of time-steps must be >= 1, got {steps}")
     if reset not in RESET_MODES:
@@ -189,7 +221,7 @@ def integrate_and_fire(
                                  ).view(steps, *v.shape)
         # a residual connection's two branches: summed in the fused scan, never in memory
         # (same bits). Without an addend the per-step update below is as fast (measured).
-        if (addends is not None and negative is None and reset == "subtract"
+        if (addends is not None and negative is None and memory is None and reset == "subtract"
                 and not (track_count or track_extrema)
                 and fused_if_scan_(v, currents, threshold, output, steps, value, extra,
                                    constant=constant, addends=addends)):
@@ -221,7 +253,7 @@ def integrate_and_fire(
                 x_t.mul_(value)
         else:
             if_step_(v, current, threshold, x_t, reset, amplitude=amplitude, extra=extra,
-                     negative=negative)
+                     negative=negative, memory=memory)
         if count is not None:
             count.add_(x_t)  # A s(t); divided by A below
     if count is not None:
@@ -247,6 +279,23 @@ class InitialPotentialCalibration(Protocol):
     def frames_read(self) -> int:
         """How many input frames the calibration reads before the real run (ρ; 0 if none)."""
         ...
+
+
+def memory_refusal(neuron: IFNeuron) -> str | None:
+    """Why ``neuron`` cannot become a signed neuron with memory (§2.7), or ``None``.
+
+    The memory neuron's guarantee (its count is ``max(0, ⌊(v(0) + Σ c)/θ⌋)``, §2.7) rests on
+    reset by subtraction and on an initial potential that is fixed before the run.
+    """
+    if neuron.reset != "subtract":
+        return (f"resets to zero (reset={neuron.reset!r}); the memory neuron's count equation "
+                "needs reset by subtraction")
+    if neuron.negative is not None:
+        return "already emits negative spikes at its own threshold -θ₋ (symmetric ReLU, §6.2)"
+    if neuron.calibration is not None:
+        return ("calibrates its initial potential per sample from unsigned pre-simulation "
+                "(COS, §4); use cos-frozen (a static v(0)) or qcfs")
+    return None
 
 
 @dataclass
@@ -286,8 +335,12 @@ class IFNeuron(nn.Module):
     (½ for QCFS, §3.3), ``reset`` is ``"subtract"`` (soft, the default) or ``"zero"`` (hard, for
     baselines, §2.2). ``calibration`` optionally replaces ``v(0)`` per sample (COS, §4); it
     needs sequence mode because it reads the first ρ input frames before the real run.
+    ``memory=True`` makes it a signed neuron with memory (§2.7): it also emits a negative spike,
+    taking back an earlier positive one, when :math:`m(t) < 0` while its net count is positive,
+    so that its count follows the running sum of its input whatever the input's order.
 
-    After a run, ``v`` holds the final membrane potential.
+    After a run, ``v`` holds the final membrane potential (and ``net_count`` the memory
+    neuron's net spike count).
     """
 
     def __init__(
@@ -301,6 +354,7 @@ class IFNeuron(nn.Module):
         residual: float = 0.0,
         negative_threshold: float | None = None,
         negative_amplitude: float | None = None,
+        memory: bool = False,
     ) -> None:
         super().__init__()
         threshold = float(threshold)
@@ -336,6 +390,10 @@ class IFNeuron(nn.Module):
             raise ValueError("negative_amplitude needs negative_threshold")
         self.amplitude = None if amplitude is None else float(amplitude)
         self.residual = float(residual)
+        self.memory = False
+        self.net_count: torch.Tensor | None = None
+        if memory:
+            self.enable_memory()
         self.horizon: int | None = None
         self.v: torch.Tensor | None = None
         # a per-neuron v(0) [C, H, W] (no batch), replacing φθ when set (set_initial_state)
@@ -350,6 +408,15 @@ class IFNeuron(nn.Module):
             raise ValueError("a neuron that calibrates v(0) per sample cannot also have a static "
                              "one")
         self.initial_state = None if state is None else state.detach().clone()
+
+    def enable_memory(self) -> None:
+        """Make this a signed neuron with memory (§2.7); refused where it is not defined."""
+        problem = memory_refusal(self)
+        if problem:
+            raise ValueError(f"a signed neuron with memory (§2.7) cannot replace this one: it "
+                             f"{problem}")
+        self.memory = True
+        self.reset_state()
 
     def spike_value(self) -> float:
         """``A``: what one spike sends to the next layer (θ for weighted spikes)."""
@@ -373,11 +440,18 @@ class IFNeuron(nn.Module):
     @property
     def signed(self) -> bool:
         """Whether the neuron also emits negative spikes."""
-        return self.negative is not None
+        return self.negative is not None or self.memory
+
+    def negative_spike_value(self) -> float | None:
+        """What one negative spike sends (``-`` this), or ``None`` for an unsigned neuron."""
+        if self.negative is not None:
+            return self.negative[1]
+        return self.spike_value() if self.memory else None
 
     def reset_state(self) -> None:
         """Forget the membrane potential (done by the simulator before every batch)."""
         self.v = None
+        self.net_count = None
 
     def forward(self, current: torch.Tensor, addend: torch.Tensor | None = None) -> torch.Tensor:
         """One step (``[B, ...]``) or, in :func:`sequence_mode`, all steps (``[T*B, ...]``).
@@ -409,8 +483,10 @@ class IFNeuron(nn.Module):
                     "a calibrated run (simulate(..., mode='layer' or 'hybrid'))"
                 )
             self.v = self._initial_potential(current)
+            self.net_count = torch.zeros_like(self.v) if self.memory else None
         x = torch.empty_like(current)
-        if_step_(self.v, current, float(self.threshold), x, self.reset, **self._fire_kwargs())
+        if_step_(self.v, current, float(self.threshold), x, self.reset, memory=self.net_count,
+                 **self._fire_kwargs())
         return x
 
     def _forward_sequence(self, current: torch.Tensor, ctx: _SequenceContext,
@@ -444,11 +520,12 @@ class IFNeuron(nn.Module):
             )
             if v0.stride() != like.stride():  # keep the currents' layout (channels_last)
                 v0 = torch.empty_like(like).copy_(v0)
+        memory = torch.zeros_like(v0) if self.memory else None
         trace = integrate_and_fire(
             currents, theta, v0, steps, constant=constant, reset=self.reset, addends=addends,
-            in_place=True, **self._fire_kwargs(),  # v0 is this call's own temporary
+            in_place=True, memory=memory, **self._fire_kwargs(),  # v0: this call's temporary
         )
-        self.v = trace.v
+        self.v, self.net_count = trace.v, memory
         return trace.output.view(steps * batch, *trace.output.shape[2:])
 
     def extra_repr(self) -> str:
@@ -458,6 +535,8 @@ class IFNeuron(nn.Module):
         )
         if self.negative is not None:
             text += f", negative=(-{self.negative[0]:.4g}, -{self.negative[1]:.4g})"
+        if self.memory:
+            text += ", memory (signed)"
         if self.amplitude is not None:
             text += f", amplitude={self.amplitude:g}"
         if self.residual:

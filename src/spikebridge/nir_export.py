@@ -107,6 +107,11 @@ def _refuse_method(snn: SpikingNetwork) -> None:
             "a static v(0) per neuron; docs/export.md compares the two per T), or qcfs"
         )
     for name, neuron in snn.neurons().items():
+        if neuron.memory:
+            raise NirExportError(
+                f"neuron {name} is a signed neuron with memory (--neuron memory, "
+                "docs/methods.md §2.7): it takes back spikes with negative ones, and NIR has no "
+                "such neuron; export the network converted with --neuron if")
         if neuron.signed:
             raise NirExportError(f"neuron {name} also emits negative spikes (method "
                                  f"{snn.method.name!r}); NIR has no such neuron")

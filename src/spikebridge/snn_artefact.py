@@ -171,6 +171,7 @@ def _layer_record(module: nn.Module) -> dict:
                 "amplitude": module.amplitude, "residual": module.residual,
                 "negative_threshold": None if negative is None else negative[0],
                 "negative_amplitude": None if negative is None else negative[1],
+                "memory": module.memory,
                 "calibrated": module.calibration is not None,
                 "initial_state": (None if module.initial_state is None
                                   else list(module.initial_state.shape))}
@@ -196,7 +197,8 @@ def _build_layer(name: str, record: dict, method: Any) -> nn.Module:
                           calibration, amplitude=record["amplitude"],
                           residual=record["residual"],
                           negative_threshold=record["negative_threshold"],
-                          negative_amplitude=record["negative_amplitude"])
+                          negative_amplitude=record["negative_amplitude"],
+                          memory=bool(record.get("memory", False)))
         if record.get("initial_state") is not None:  # filled from the weights file
             neuron.set_initial_state(torch.empty([int(d) for d in record["initial_state"]],
                                                  device="meta"))

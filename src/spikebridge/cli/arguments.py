@@ -180,6 +180,16 @@ def add_model_and_data(p: argparse.ArgumentParser, *, conversion: bool = True) -
     p.add_argument("--weight-rounding", choices=("nearest", "trunc", "ecc"), default="nearest",
                    help="with --weight-bits: round to nearest (default), truncate, or ECC's own "
                    "grid (2^(b-1) levels, truncated; docs/methods.md §7.6)")
+    add_neuron_option(p)
+
+
+def add_neuron_option(p: argparse.ArgumentParser) -> None:
+    """``--neuron if|memory``: the method's IF neurons or signed neurons with memory (§2.7)."""
+    p.add_argument("--neuron", choices=("if", "memory"), default="if",
+                   help="if: the method's integrate-and-fire neurons (default); memory: signed "
+                   "neurons with memory, which take back a spike when the summed input falls, so "
+                   "that the spike count does not depend on the input's order in time (event "
+                   "input; docs/methods.md §2.7). Not for cos, strelu or hard-reset methods")
 
 
 def add_input_option(p: argparse.ArgumentParser) -> None:

@@ -13,6 +13,7 @@ from .arguments import (
     METHODS_HELP,
     add_common,
     add_cos_options,
+    add_neuron_option,
     add_own_model_options,
     add_trust_factory,
     batch_count,
@@ -49,6 +50,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="quantize every conv/linear weight to b-bit signed integers (2..16)")
     p.add_argument("--weight-rounding", choices=("nearest", "trunc", "ecc"), default="nearest",
                    help="with --weight-bits: nearest (default), trunc, or ECC's own grid")
+    add_neuron_option(p)
     p.add_argument("--batch-size", type=batch_count, default=250)
     p.add_argument("--allow-unverified", action="store_true",
                    help="convert a checkpoint without (or failing) the SHA-256 manifest check")
@@ -61,7 +63,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..checkpoint import check_output_dir, load_checkpoint
-    from ..experiments import convert_model, factory_ann
+    from ..experiments import convert_model, factory_ann, run_label
     from ..methods import get_method
     from ..snn_artefact import save_snn
 
@@ -86,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     snn, calibration = convert_model(ann, config, method, run_options(args))
     save_snn(snn.cpu(), args.out, ann_config=config, source=model_dir, overwrite=args.overwrite,
              conversion={"calibration_samples": None if calibration is None
-                         else calibration.samples, "label": spec.label})
-    print(f"wrote {args.out} ({spec.label} SNN of {origin}; evaluate it with "
+                         else calibration.samples, "label": run_label(spec, args.neuron)})
+    print(f"wrote {args.out} ({run_label(spec, args.neuron)} SNN of {origin}; evaluate it with "
           f"`spikebridge evaluate --snn {args.out}`)")
     return 0

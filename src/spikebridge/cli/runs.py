@@ -130,6 +130,7 @@ def run_options(args: argparse.Namespace):
         calibration_samples=getattr(args, "calibration_samples", None),
         weight_bits=getattr(args, "weight_bits", None),
         weight_rounding=getattr(args, "weight_rounding", "nearest"),
+        neuron=getattr(args, "neuron", "if"),
         count_operations=not getattr(args, "no_energy", False), energy=energy_model(args),
         nonfinite="propagate" if getattr(args, "allow_nonfinite", False) else "error",
         **({"input": "sequence", "frames": max(args.T)}
@@ -232,6 +233,7 @@ def refuse_with_snn(args: argparse.Namespace, method_flag: str) -> None:
         ("--weight-bits", args.weight_bits), ("--calibration-samples", args.calibration_samples),
         ("--weight-rounding", None if getattr(args, "weight_rounding", "nearest") == "nearest"
          else args.weight_rounding),
+        ("--neuron", None if getattr(args, "neuron", "if") == "if" else args.neuron),
         *((f"--{key}", getattr(args, key, None)) for key in cos_defaults()),
     ) if value is not None]
     if given:

@@ -412,8 +412,8 @@ def static_costs(snn: SpikingNetwork, sample_shape: Sequence[int],
         names = list(targets)
         matrix = (torch.stack([targets[t].reshape(-1) for t in names], dim=1).to(dtype)
                   if names else torch.zeros(n, 0, device=device, dtype=dtype))
-        negative = neuron.negative[1] if neuron.negative is not None else None
-        sources[name] = SourceFanout(n, shape, names, matrix, neuron.spike_value(), negative,
+        sources[name] = SourceFanout(n, shape, names, matrix, neuron.spike_value(),
+                                     neuron.negative_spike_value(),
                                      relay=relay)
     analog_macs = int(sum(float(v.sum()) for v in analog_fanout.values()))
     return StaticCosts(sources, ann, prefix_macs, analog_macs, interpreter.bias_elements,
