@@ -198,6 +198,54 @@ def shuffled_frames(work: Path, models: dict[str, Path], frames: int, calibratio
     return out
 
 
+def current_bound(work: Path, models: dict[str, Path], frames: int, calibration: int,
+                  reuse: bool, recordings: int = 200) -> dict[str, Any]:
+    """Per layer, the fraction of per-step input currents with ``|c(t)| > θ`` of ECC's and
+    QCFS's memory-neuron SNNs on the first ``recordings`` test recordings at ``frames``: where
+    the memory neuron's count equation (docs/methods.md §2.7) does not hold, one spike per step
+    lags behind it."""
+    path = work / f"current_bound_F{frames}.json"
+    if reuse and path.exists():
+        return json.loads(path.read_text())
+    from spikebridge.checkpoint import load_checkpoint
+    from spikebridge.experiments import RunOptions, convert_model, frame_loader
+    from spikebridge.methods import get_method
+    from spikebridge.simulate import simulate
+
+    _say(f"[current bound F{frames}] per-step currents beyond ±θ, ecc and qcfs, memory neurons")
+    start = time.perf_counter()
+    options = RunOptions(data_dir=work / "events", input="sequence", frames=frames,
+                         calibration_samples=calibration, neuron="memory", batch_size=recordings)
+    out: dict[str, Any] = {"recordings": recordings}
+    for method, kind in (("ecc", "relu"), ("qcfs", "qcfs")):
+        ann, config = load_checkpoint(models[f"events_{kind}"])
+        snn, _ = convert_model(ann, config, get_method(method), options)
+        x, _ = next(iter(frame_loader(config, "test", options)))
+        beyond: dict[str, list[float]] = {name: [0.0, 0.0] for name in snn.neurons()}
+
+        hooks = [n.register_forward_pre_hook(
+            lambda m, i, tally=beyond[name]: _tally_beyond(m, i, tally))
+            for name, n in snn.neurons().items()]
+        try:
+            simulate(snn, x[:, :recordings], frames, input="sequence", mode="step")
+        finally:
+            for h in hooks:
+                h.remove()
+        out[method] = {name: b / n for name, (b, n) in beyond.items()}
+    out["seconds"] = round(time.perf_counter() - start, 1)
+    path.write_text(json.dumps(out, indent=1))
+    return out
+
+
+def _tally_beyond(neuron: Any, inputs: tuple, tally: list[float]) -> None:
+    """Add a step's currents beyond ±θ, and all of them, to ``tally`` (a pre-hook's body)."""
+    from spikebridge.neurons import input_current
+
+    current = input_current(inputs).abs()
+    tally[0] += float((current > neuron.threshold).sum())
+    tally[1] += current.numel()
+
+
 def readers() -> dict[str, Any] | None:
     """The N-MNIST reader / framing throughput of ``bench/events_readers.py`` (its result file,
     if there; not re-measured here): median events/s and samples/s of each stage."""
@@ -283,6 +331,13 @@ def tables(result: dict[str, Any]) -> str:
         for m in ("ecc", "qcfs"):
             lines.append(f"- {m}: in order {sh[m]['in_order']['accuracy'] * 100:.2f} %, "
                          f"shuffled {sh[m]['shuffled']['accuracy'] * 100:.2f} %")
+    if result.get("current_bound"):
+        cb = result["current_bound"]
+        lines += ["", f"Diagnostic: per-step currents beyond ±θ, memory neurons, {max(frames)} "
+                  f"frames, {cb['recordings']} test recordings (per layer):"]
+        for m in ("ecc", "qcfs"):
+            lines.append(f"- {m}: " + ", ".join(f"{name} {share * 100:.1f} %"
+                                                 for name, share in cb[m].items()))
     lines += ["", "Target: SNN on events within 2 pt of its CNN on counts at "
               f"{max(frames)} frames:"]
     for m, verdict in result["target"].items():
@@ -342,7 +397,9 @@ def main() -> None:
                   run, work, "compare_images",
                   ["--model", pair["images"], "--T", steps, "--limit", str(args.test), *calib],
                   args.reuse)).items()}
-    counts_constant = shuffled = None
+    counts_constant = shuffled = bound = None
+    if not args.no_diagnose and not args.no_memory:
+        bound = current_bound(work, models, max(frames), args.calibration_samples, args.reuse)
     if not args.no_diagnose:
         shuffled = shuffled_frames(work, models, max(frames), args.calibration_samples,
                                    args.reuse)
@@ -381,12 +438,12 @@ def main() -> None:
         "memory_methods": [] if args.no_memory else MEMORY_METHODS.split(","), "emulation": data,
         "cnn": cnn, "ann_on_frame_means": ann_on_frames,
         "events": events, "images": images, "counts_constant": counts_constant,
-        "shuffled": shuffled, "readers": readers(),
+        "shuffled": shuffled, "current_bound": bound, "readers": readers(),
         "target": target, "steps": run.log,
         "seconds_this_invocation": round(time.perf_counter() - started, 1),
     }
     stages = [data.get("seconds"), *(e["seconds"] for e in run.log),
-              (shuffled or {}).get("seconds")]
+              (shuffled or {}).get("seconds"), (bound or {}).get("seconds")]
     result["seconds_total"] = round(sum(x for x in stages if x is not None), 1)
     _say("\n" + tables(result) + f"\n\nall stages {result['seconds_total']:.0f} s "
          f"(this invocation {result['seconds_this_invocation']:.0f} s)")
