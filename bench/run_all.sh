@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Re-run every benchmark whose numbers are quoted in docs/benchmarks.md (≈45 min on 2 CPU cores).
+# Re-run the benchmarks whose numbers are quoted in docs/benchmarks.md and docs/your-model.md: ≈45 min on 2 CPU cores for parts 1-4, about 3 h more for part 5 (long runs;
+# SKIP_LONG=1 leaves part 5 out).
 # Results land in bench/results/; docs/benchmarks.md quotes them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,3 +28,13 @@ for spec in "L4_3ep qcfs:L=4,theta=2 3" "L8_3ep qcfs:L=8,theta=2 3" "L2_3ep qcfs
   $SB compare --model "$R/models/$1" --methods qcfs,cos --rho 4 --T 1,2,4,8 --out "$R/compare_$1" --quiet
 done
 $SB compare --model "$R/models/L8_3ep" --methods cos --rho 8 --T 1,2,4,8 --out "$R/compare_L8_3ep_rho8" --quiet
+# 5. Long runs: saved-SNN start-up (§10), event data end to end and its readers (§11), the
+#    spiking max-pool (§12), the worked own-model example (docs/your-model.md).
+if [ "${SKIP_LONG:-0}" != 1 ]; then
+  $PY bench/snn_start.py --rounds 5 --out "$R/snn_start.json"
+  $PY bench/events_readers.py
+  $PY bench/events_fashion.py --train 6000 --test 1000 --epochs 4 --json "$R/events_fashion.json"
+  $PY bench/maxpool_error.py --epochs 2 --train-limit 12000 --limit 1000
+  $PY bench/maxpool_cost.py --rounds 5 --images 64 --T 8
+  $PY bench/your_model.py --epochs 3 --finetune-epochs 4 --limit 2000 --routes keep,avg
+fi
