@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Re-run the benchmarks whose numbers are quoted in docs/benchmarks.md and docs/your-model.md: ≈45 min on 2 CPU cores for parts 1-4, about 3 h more for part 5 (long runs;
-# SKIP_LONG=1 leaves part 5 out).
+# Re-run the benchmarks whose numbers are quoted in docs/benchmarks.md and docs/your-model.md:
+# ≈45 min on 2 CPU cores for parts 1-4, about 3 h more for part 5 (SKIP_LONG=1 leaves it out).
 # Results land in bench/results/; docs/benchmarks.md quotes them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
