@@ -155,6 +155,14 @@ def test_cifar10dvs_counts_are_the_first_1_3_s_binned_to_42x42(tmp_path):
         assert np.array_equal(test.images[i].numpy(), expected)
 
 
+def test_a_split_left_empty_is_named_not_reported_as_missing_files(tmp_path):
+    _cifar_fixture(tmp_path, per_class=2)  # ceil(0.9 * 2) = 2: every file goes to training
+    assert len(load_dataset("cifar10-dvs", "train", tmp_path)) == 20
+    with pytest.raises(DatasetNotFoundError, match=r"split leaves no test recordings among "
+                       r"the 20 files \(train fraction 0.9 per class\): add recordings"):
+        load_dataset("cifar10-dvs", "test", tmp_path)
+
+
 def test_cifar10dvs_split_is_a_seeded_random_9_to_1_per_class(tmp_path):
     _cifar_fixture(tmp_path, per_class=20)
     names = {split: [open_event_dataset("cifar10-dvs", split, tmp_path).source(i).name
@@ -342,9 +350,47 @@ def test_the_ecc_dvs_recipe_validates():
     assert "filled in by us" in recipe.notes
 
 
-def test_reproduce_refuses_the_ecc_recipe_clearly(tmp_path, capsys):
-    assert main(["reproduce", "--recipe", "cifar10-dvs-vgg7", "--model", str(tmp_path)]) == 2
-    assert "`reproduce` compares COS rows" in capsys.readouterr().err
+def test_reproduce_runs_the_ecc_dvs_row_on_event_frames(tmp_path, capsys):
+    """``train --recipe cifar10-dvs-vgg7`` then ``reproduce``: ECC with the recipe's κ and η,
+    calibrated on training recordings, the SNN on the test recordings' frames; the printed and
+    written record hold ours beside the paper's; memory neurons on request; a model that is
+    not the recipe's is refused by name."""
+    from spikebridge.recipes import load_recipe as recipe_named
+    from spikebridge.reproduce import reproduce
+
+    data = tmp_path / "data"
+    _cifar_fixture(data, per_class=10)  # 9:1 per class: 90 training, 10 test recordings
+    model = tmp_path / "vgg7"
+    assert main(["train", "--recipe", "cifar10-dvs-vgg7", "--data-dir", str(data), "--epochs",
+                 "1", "--batch-size", "12", "--out", str(model), "--quiet"]) == 0
+    capsys.readouterr()
+    out = tmp_path / "row.json"
+    assert main(["reproduce", "--recipe", "cifar10-dvs-vgg7", "--model", str(model),
+                 "--data-dir", str(data), "--calibration-samples", "8", "--json", str(out),
+                 "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "10 test recordings, 48 event frames each, ECC κ = 100, η = 0.5, IF neurons" in printed
+    assert "ECC paper" in printed and "71.20" in printed and "73.30" in printed
+    record = json.loads(out.read_text())
+    assert (record["family"], record["input"], record["frames"]) == ("ecc", "sequence", 48)
+    assert record["calibration_samples"] == 8 and record["images"] == 10
+    assert record["ecc"]["paper"] == {"48": 71.20} and record["T"] == [48]
+    assert record["ecc"]["gap"]["48"] == pytest.approx(record["ecc"]["ours"]["48"] - 71.20)
+    assert record["ann"]["paper"] == {"ecc": 73.30}
+    # through the API, with memory neurons and 4 frames: its own label, the same ANN accuracy
+    signed = reproduce(recipe_named("cifar10-dvs-vgg7"), model, steps=[4], data_dir=data,
+                       calibration_samples=8, neuron="memory")
+    assert signed["labels"] == {"ecc": "ecc+memory"} and signed["frames"] == 4
+    assert signed["ecc"]["paper"] == {4: None} and signed["ecc"]["gap"] == {4: None}
+    assert signed["ann"]["ours"] == pytest.approx(record["ann"]["ours"])
+    qcfs = tmp_path / "qcfs"
+    assert main(["train", "--recipe", "cifar10-dvs-vgg7", "--activation", "qcfs:L=4",
+                 "--data-dir", str(data), "--epochs", "1", "--batch-size", "12", "--out",
+                 str(qcfs), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["reproduce", "--recipe", "cifar10-dvs-vgg7", "--model", str(qcfs),
+                 "--data-dir", str(data)]) == 2
+    assert "activation 'qcfs' (the recipe's: 'relu')" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(("edit", "message"), [

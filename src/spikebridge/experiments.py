@@ -65,8 +65,11 @@ __all__ = [
     "iteration_snns",
     "load_factory_model",
     "load_model",
+    "neuron_model",
+    "run_label",
     "run_methods",
     "run_saved_snns",
+    "sample_count",
     "test_loader",
 ]
 
@@ -80,7 +83,8 @@ class RunOptions:
     ``input``: ``"constant"`` (images at every step) or ``"sequence"`` (an event-camera data
     set's recordings as frames ``[T, B, ...]``, one per step, ``T = frames``, default the data
     set's: the test and calibration loaders are :func:`frame_loader`'s;
-    :func:`spikebridge.simulate`'s ``input``).
+    :func:`spikebridge.simulate`'s ``input``); ``neuron``: ``"if"`` or ``"memory"``
+    (:func:`spikebridge.convert`'s ``neuron``; signed neurons with memory, docs/methods.md §2.7).
     """
 
     device: str | torch.device = "cpu"
@@ -236,7 +240,7 @@ def calibration_data(config: dict[str, Any], options: RunOptions) -> Calibration
     samples = options.calibration_samples or DEFAULT_CALIBRATION_SAMPLES
     if options.input == "sequence":  # the recordings as the SNN sees them (same on every process)
         loader = frame_loader(config, "train", options, samples=samples, shard=False)
-        return CalibrationData(loader, _samples(loader), progress=options.progress,
+        return CalibrationData(loader, sample_count(loader), progress=options.progress,
                                input="sequence")
     train = open_checkpoint_split(config, "train", options.data_dir)
     subset = train.subset(min(samples, len(train)), seed=0)
@@ -281,7 +285,7 @@ def evaluate_snn(snn: SpikingNetwork, loader: Any, steps: Sequence[int], options
                     event_value=event_value(loader) if options.input == "sequence" else 1.0)
 
 
-def _samples(loader: Any) -> int:
+def sample_count(loader: Any) -> int:
     """Samples a loader yields: its ``indices`` (an event loader's subset) or its data set."""
     indices = getattr(loader, "indices", None)
     return len(indices) if indices is not None else len(loader.dataset)
@@ -336,10 +340,10 @@ def run_methods(specs: Sequence[MethodSpec],
         if directory not in probes and distributed.is_main_process():
             probes[directory] = next(iter(model.loader))[0]
         estimates.append((run_label(spec, options.neuron), estimate_seconds(
-            snn, probes.get(directory), _samples(model.loader), steps, options)))
+            snn, probes.get(directory), sample_count(model.loader), steps, options)))
         prepared.append((spec, directory, snn, calibration))
     if announce is not None and prepared:
-        announce(estimates, max(_samples(loaded[d].loader) for _, d, _, _ in prepared), steps)
+        announce(estimates, max(sample_count(loaded[d].loader) for _, d, _, _ in prepared), steps)
     ann_accuracy: dict[Path | int, float | None] = {}
     records = []
     for spec, directory, snn, calibration in prepared:
@@ -372,9 +376,9 @@ def run_saved_snns(directories: Sequence[Path], steps: Sequence[int], options: R
         spec = MethodSpec(config["snn"]["method"], config["snn"]["params"])
         label = run_label(spec, neuron_model(snn))
         if announce is not None and distributed.is_main_process():
-            seconds = estimate_seconds(snn, next(iter(loader))[0], _samples(loader), steps,
+            seconds = estimate_seconds(snn, next(iter(loader))[0], sample_count(loader), steps,
                                        options)
-            announce([(label, seconds)], _samples(loader), steps)
+            announce([(label, seconds)], sample_count(loader), steps)
         result = evaluate_snn(snn, loader, steps, options, label=label)
         conversion = config["snn"].get("conversion", {})
         extra = {**_run_extra(snn, label, options, snn.weight_bits,

@@ -158,19 +158,20 @@ class CIFAR10DVS(EventDataset):
         return out
 
     def _build_index(self) -> None:
-        rel, labels = [], []
+        rel, labels, found = [], [], 0
         for label, c in enumerate(self.classes):
             folder = self.directory / c
-            names = self._select(list_files(folder, _SUFFIXES), folder, label)
+            files = list_files(folder, _SUFFIXES)
+            found += len(files)
+            names = self._select(files, folder, label)
             rel.extend(f"{c}/{n}" for n in names)
             labels.extend([label] * len(names))
         if not rel:
-            raise DatasetNotFoundError(
-                self.name,
-                [self.directory],
-                [f"{self.directory}: no .aedat or .npz files in the class folders"],
-                _HINT,
-            )
+            why = (f"{self.directory}: no .aedat or .npz files in the class folders" if not found
+                   else f"{self.directory}: the {self.split_scheme!r} split leaves no "
+                   f"{self.split} recordings among the {found} files (train fraction "
+                   f"{self.train_fraction:g} per class): add recordings")
+            raise DatasetNotFoundError(self.name, [self.directory], [why], _HINT)
         self._paths = PathTable(self.directory, rel)
         self._labels = np.asarray(labels, dtype=np.int64)
 

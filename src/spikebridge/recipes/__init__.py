@@ -16,7 +16,7 @@ two families, named by the optional top-level key ``family``:
 unknown keys are refused, and each error names the file and the field — and
 :func:`list_recipes` lists the shipped ones. ``spikebridge train --recipe NAME`` trains from
 :meth:`Recipe.train_config`; ``spikebridge reproduce --recipe NAME`` compares a trained model
-with a COS row (:mod:`spikebridge.reproduce`).
+with the row, for either family (:mod:`spikebridge.reproduce`).
 """
 
 from __future__ import annotations
