@@ -532,3 +532,21 @@ def test_compare_and_convert_with_memory_neurons_on_event_frames(emulated_nmnist
     assert main(["compare", "--model", f"qcfs={qcfs}", "--methods", "qcfs,cos", "--neuron",
                  "memory", *common]) == 2
     assert "method 'cos' cannot use signed neurons with memory" in capsys.readouterr().err
+
+
+def test_event_runs_check_the_test_fingerprint_of_the_count_images(emulated_nmnist, tmp_path,
+                                                                    capsys):
+    """--input events refuses another copy of the test recordings under the same name (the
+    checkpoint's fingerprint is of the count images), unless --ignore-data-mismatch."""
+    model = tmp_path / "relu"
+    assert main(["train", "--dataset", "nmnist", "--data-dir", str(emulated_nmnist.parent),
+                 "--activation", "relu", "--epochs", "1", "--batch-size", "16", "--out",
+                 str(model), "--quiet"]) == 0
+    other = write_nmnist_dataset(tmp_path / "other" / "nmnist", _bars(32, 0), _bars(16, 5))
+    run = ["evaluate", "--model", str(model), "--method", "ecc", "--input", "events", "--T",
+           "4", "--data-dir", str(other.parent), "--calibration-samples", "8", "--quiet"]
+    capsys.readouterr()
+    assert main(run) == 2
+    assert "SHA-256 fingerprint differs" in capsys.readouterr().err
+    assert main([*run, "--ignore-data-mismatch"]) == 0
+    assert main([*run[:-5], "--data-dir", str(emulated_nmnist.parent), "--quiet"]) == 0
