@@ -158,6 +158,19 @@ def compare(run: Runner, work: Path, name: str, args: list[str], reuse: bool,
     return json.loads((out / "results.json").read_text())["results"]
 
 
+def _event_snns(models: dict[str, Path], options: Any):
+    """``(method, snn, test frame loader)`` for ECC (the ReLU CNN on counts) and QCFS (the QCFS
+    CNN), converted as ``spikebridge compare --input events`` would with ``options``."""
+    from spikebridge.checkpoint import load_checkpoint
+    from spikebridge.experiments import convert_model, frame_loader
+    from spikebridge.methods import get_method
+
+    for method, kind in (("ecc", "relu"), ("qcfs", "qcfs")):
+        ann, config = load_checkpoint(models[f"events_{kind}"])
+        snn, _ = convert_model(ann, config, get_method(method), options)
+        yield method, snn, frame_loader(config, "test", options)
+
+
 def shuffled_frames(work: Path, models: dict[str, Path], frames: int, calibration: int,
                     reuse: bool) -> dict[str, Any]:
     """Accuracy at ``frames`` of ECC and QCFS on the test recordings' frames in their order and
@@ -166,20 +179,15 @@ def shuffled_frames(work: Path, models: dict[str, Path], frames: int, calibratio
     path = work / f"shuffled_F{frames}.json"
     if reuse and path.exists():
         return json.loads(path.read_text())
-    from spikebridge.checkpoint import load_checkpoint
     from spikebridge.evaluation import evaluate
-    from spikebridge.experiments import RunOptions, convert_model, event_value, frame_loader
-    from spikebridge.methods import get_method
+    from spikebridge.experiments import RunOptions, event_value
 
     _say(f"[shuffled F{frames}] ecc, qcfs on frames in order and shuffled in time")
     start = time.perf_counter()
     options = RunOptions(data_dir=work / "events", input="sequence", frames=frames,
                          calibration_samples=calibration)
     out: dict[str, Any] = {}
-    for method, kind in (("ecc", "relu"), ("qcfs", "qcfs")):
-        ann, config = load_checkpoint(models[f"events_{kind}"])
-        snn, _ = convert_model(ann, config, get_method(method), options)
-        loader = frame_loader(config, "test", options)
+    for method, snn, loader in _event_snns(models, options):
         batches = [(x, y) for x, y in loader]
         g = torch.Generator().manual_seed(0)
         shuffled = []
@@ -207,9 +215,7 @@ def current_bound(work: Path, models: dict[str, Path], frames: int, calibration:
     path = work / f"current_bound_F{frames}.json"
     if reuse and path.exists():
         return json.loads(path.read_text())
-    from spikebridge.checkpoint import load_checkpoint
-    from spikebridge.experiments import RunOptions, convert_model, frame_loader
-    from spikebridge.methods import get_method
+    from spikebridge.experiments import RunOptions
     from spikebridge.simulate import simulate
 
     _say(f"[current bound F{frames}] per-step currents beyond ±θ, ecc and qcfs, memory neurons")
@@ -217,10 +223,8 @@ def current_bound(work: Path, models: dict[str, Path], frames: int, calibration:
     options = RunOptions(data_dir=work / "events", input="sequence", frames=frames,
                          calibration_samples=calibration, neuron="memory", batch_size=recordings)
     out: dict[str, Any] = {"recordings": recordings}
-    for method, kind in (("ecc", "relu"), ("qcfs", "qcfs")):
-        ann, config = load_checkpoint(models[f"events_{kind}"])
-        snn, _ = convert_model(ann, config, get_method(method), options)
-        x, _ = next(iter(frame_loader(config, "test", options)))
+    for method, snn, loader in _event_snns(models, options):
+        x, _ = next(iter(loader))
         beyond: dict[str, list[float]] = {name: [0.0, 0.0] for name in snn.neurons()}
 
         hooks = [n.register_forward_pre_hook(

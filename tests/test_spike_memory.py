@@ -15,6 +15,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_sequence_input import _Tiny
 from torch import nn
 
 import spikebridge as sb
@@ -100,20 +101,7 @@ def test_step_and_sequence_mode_bit_identical_and_reset_forgets_the_count():
     assert torch.equal(torch.stack([b(currents[t]) for t in range(10)]), stepped)
 
 
-class _Net(nn.Module):
-    def __init__(self, activation) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(2, 4, 3, padding=1)
-        self.act1 = activation()
-        self.pool = nn.AvgPool2d(2)
-        self.conv2 = nn.Conv2d(4, 6, 3, padding=1)
-        self.act2 = activation()
-        self.fc = nn.Linear(6 * 4 * 4, 5)
-
-    def forward(self, x):
-        x = self.act1(self.conv1(x))
-        x = self.act2(self.conv2(self.pool(x)))
-        return self.fc(torch.flatten(x, 1))
+_Net = _Tiny  # conv → act → avgpool → conv → act → linear, 2×8×8 input
 
 
 def _frames(frames: int = 6, batch: int = 3, seed: int = 0) -> torch.Tensor:
