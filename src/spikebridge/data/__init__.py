@@ -26,6 +26,7 @@
 
 from __future__ import annotations
 
+from spikebridge.batch_transforms import normalize, random_crop, random_horizontal_flip, to_float
 from spikebridge.data.cifar import ChecksumWarning, load_cifar10, load_cifar100
 from spikebridge.data.datasets import (
     DATA_DIR_ENV,
@@ -49,7 +50,6 @@ from spikebridge.data.imagefolder import (
 )
 from spikebridge.data.loader import BatchLoader
 from spikebridge.data.safe_pickle import UnsafePickleError, safe_load
-from spikebridge.data.transforms import normalize, random_crop, random_horizontal_flip, to_float
 
 __all__ = [
     "DATA_DIR_ENV",

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from spikebridge.data.transforms import normalize, random_crop, random_horizontal_flip, to_float
+from spikebridge.batch_transforms import normalize, random_crop, random_horizontal_flip, to_float
 
 __all__ = [
     "AUTOAUGMENT_CIFAR10_POLICY",

@@ -44,11 +44,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from spikebridge.data.errors import DatasetFormatError
 from spikebridge.data.image_dataset import ImageDataset, memory_dataset_info
 from spikebridge.data.locating import DATA_DIR_ENV, _first_directory_with_data, _search_roots
 from spikebridge.data.registry import register_dataset
 from spikebridge.data.safe_pickle import RefusedPickleError, safe_load
+from spikebridge.dataset_errors import DatasetFormatError
 
 __all__ = [
     "CIFAR10_CLASSES",

@@ -40,7 +40,6 @@ import torch
 
 # Importing these registers their datasets; with this module's own the registry is complete.
 from spikebridge.data import cifar, event_sets, imagefolder  # noqa: F401
-from spikebridge.data.errors import DatasetFormatError, DatasetNotFoundError
 from spikebridge.data.idx import read_idx
 from spikebridge.data.image_dataset import ImageDataset, memory_dataset_info
 from spikebridge.data.locating import (
@@ -50,6 +49,7 @@ from spikebridge.data.locating import (
     _search_roots,
 )
 from spikebridge.data.registry import DATASETS, dataset_key, dataset_names, register_dataset
+from spikebridge.dataset_errors import DatasetFormatError, DatasetNotFoundError
 
 __all__ = [
     "DATA_DIR_ENV",

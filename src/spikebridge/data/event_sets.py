@@ -49,7 +49,6 @@ from typing import Literal
 
 import torch
 
-from spikebridge.data.errors import DatasetNotFoundError
 from spikebridge.data.image_dataset import ImageDataset
 from spikebridge.data.locating import DATA_DIR_ENV, _first_directory_with_data, _search_roots
 from spikebridge.data.registry import (
@@ -59,6 +58,7 @@ from spikebridge.data.registry import (
     dataset_info,
     register_dataset,
 )
+from spikebridge.dataset_errors import DatasetNotFoundError
 from spikebridge.events.augment import EventAugmentation
 from spikebridge.events.cifar10dvs import CIFAR10DVS
 from spikebridge.events.dataset import EventDataset

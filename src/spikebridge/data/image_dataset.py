@@ -17,8 +17,8 @@ from pathlib import Path
 
 import torch
 
-from spikebridge.data.errors import DatasetFormatError
 from spikebridge.data.registry import DatasetInfo
+from spikebridge.dataset_errors import DatasetFormatError
 
 __all__ = ["ImageDataset", "memory_dataset_info"]
 

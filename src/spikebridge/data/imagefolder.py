@@ -73,7 +73,6 @@ from spikebridge.data.class_folders import (
     _list_images,
     _warn_linked_classes,
 )
-from spikebridge.data.errors import CorruptImageError, DatasetFormatError, DatasetNotFoundError
 from spikebridge.data.image_transforms import (
     EvalTransform,
     TrainTransform,
@@ -89,6 +88,7 @@ from spikebridge.data.seeded_sampling import (
     _SeededDistributedSampler as _SeededDistributedSampler,
 )
 from spikebridge.data.streaming_loader import StreamingLoader, _one_thread, make_loader
+from spikebridge.dataset_errors import CorruptImageError, DatasetFormatError, DatasetNotFoundError
 
 try:  # optional, faster JPEG decoding
     import simplejpeg as _simplejpeg

@@ -7,9 +7,9 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
+from spikebridge.batch_transforms import normalize, to_float
 from spikebridge.data.augment import Augmentation
 from spikebridge.data.image_dataset import ImageDataset
-from spikebridge.data.transforms import normalize, to_float
 
 __all__ = ["BatchLoader"]
 

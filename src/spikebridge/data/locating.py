@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TypeVar
 
-from spikebridge.data.errors import DatasetNotFoundError
+from spikebridge.dataset_errors import DatasetNotFoundError
 
 T = TypeVar("T")
 

@@ -19,9 +19,9 @@ from typing import Any, Protocol
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from spikebridge.data.errors import CorruptImageError
 from spikebridge.data.loader import EpochCounter
 from spikebridge.data.seeded_sampling import SeededSampler, _SeededDistributedSampler
+from spikebridge.dataset_errors import CorruptImageError
 
 __all__ = ["StreamedDataset", "StreamingLoader", "make_loader"]
 

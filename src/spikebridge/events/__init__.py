@@ -22,11 +22,6 @@ One concept per module:
 =======================  ====================================================================
 """
 
-# spikebridge.data first, completely: its registry imports the dataset modules of this package
-# (spikebridge.data.event_sets), and these modules import spikebridge.data.errors, so whichever
-# package is imported first, spikebridge.data is initialised before any module here runs.
-import spikebridge.data  # noqa: F401, I001
-
 from .aedat import aedat_version, read_aedat
 from .aedat2 import DVS128_SENSOR, decode_dvs128, read_aedat2
 from .aedat31 import Aedat31File, read_aedat31

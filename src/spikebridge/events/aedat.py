@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from spikebridge.data.errors import DatasetFormatError
+from spikebridge.dataset_errors import DatasetFormatError
 
 from .aedat2 import Orientation, read_aedat2
 from .aedat31 import read_aedat31

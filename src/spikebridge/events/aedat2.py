@@ -32,7 +32,7 @@ from typing import Literal
 
 import numpy as np
 
-from spikebridge.data.errors import DatasetFormatError
+from spikebridge.dataset_errors import DatasetFormatError
 
 from .aedat_header import read_aedat_header
 from .types import EVENT_DTYPE, SensorSize

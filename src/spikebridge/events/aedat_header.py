@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from spikebridge.data.errors import DatasetFormatError
+from spikebridge.dataset_errors import DatasetFormatError
 
 __all__ = ["AedatHeader", "read_aedat_header"]
 

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from spikebridge.data.transforms import random_crop, random_horizontal_flip
+from spikebridge.batch_transforms import random_crop, random_horizontal_flip
 
 from .types import SensorSize
 

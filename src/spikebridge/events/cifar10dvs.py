@@ -42,7 +42,7 @@ from typing import Literal
 
 import numpy as np
 
-from spikebridge.data.errors import DatasetFormatError, DatasetNotFoundError
+from spikebridge.dataset_errors import DatasetFormatError, DatasetNotFoundError
 
 from ._paths import PathTable, list_files
 from .aedat import read_aedat

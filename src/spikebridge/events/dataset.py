@@ -4,7 +4,7 @@ Every dataset class here (:class:`~.nmnist.NMNIST`, :class:`~.dvs_gesture.DVSGes
 :class:`~.cifar10dvs.CIFAR10DVS`) is an :class:`EventDataset`:
 
 - the constructor only checks that the root has the expected folder structure (raising
-  :class:`~spikebridge.data.errors.DatasetNotFoundError` that lists every place searched and what
+  :class:`~spikebridge.dataset_errors.DatasetNotFoundError` that lists every place searched and what
   was expected there);
 - the list of samples is built on first use (``len``, indexing, ``labels``) from directory
   listings and small label files, never from the event files themselves;

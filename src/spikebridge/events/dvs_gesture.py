@@ -38,7 +38,7 @@ from typing import Literal
 
 import numpy as np
 
-from spikebridge.data.errors import DatasetFormatError, DatasetNotFoundError
+from spikebridge.dataset_errors import DatasetFormatError, DatasetNotFoundError
 
 from ._paths import natural_key
 from .aedat2 import DVS128_SENSOR

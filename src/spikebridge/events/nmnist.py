@@ -18,7 +18,7 @@ from typing import Literal
 
 import numpy as np
 
-from spikebridge.data.errors import DatasetNotFoundError
+from spikebridge.dataset_errors import DatasetNotFoundError
 
 from ._paths import PathTable, list_files
 from .dataset import EventDataset

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from spikebridge.data.errors import DatasetFormatError
+from spikebridge.dataset_errors import DatasetFormatError
 
 from .types import EVENT_DTYPE, SensorSize, validate_events
 

@@ -23,7 +23,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from spikebridge.data.errors import DatasetFormatError
+from spikebridge.dataset_errors import DatasetFormatError
 
 __all__ = [
     "EVENT_DTYPE",
