@@ -158,6 +158,21 @@ def compare(run: Runner, work: Path, name: str, args: list[str], reuse: bool,
     return json.loads((out / "results.json").read_text())["results"]
 
 
+def _cached_stage(path: Path, reuse: bool, stage: str, what: str,
+                  compute: Any) -> dict[str, Any]:
+    """A diagnostic stage's record: read from ``path`` with ``reuse``, else ``compute()``d,
+    timed (``seconds``) and written there, announced as ``[stage] what``."""
+    if reuse and path.exists():
+        return json.loads(path.read_text())
+    _say(f"[{stage}] {what}")
+    start = time.perf_counter()
+    out = compute()
+    out["seconds"] = round(time.perf_counter() - start, 1)
+    path.write_text(json.dumps(out, indent=1))
+    _say(f"[{stage}] {out['seconds']:.0f} s")
+    return out
+
+
 def _event_snns(models: dict[str, Path], options: Any):
     """``(method, snn, test frame loader)`` for ECC (the ReLU CNN on counts) and QCFS (the QCFS
     CNN), converted as ``spikebridge compare --input events`` would with ``options``."""
@@ -176,34 +191,30 @@ def shuffled_frames(work: Path, models: dict[str, Path], frames: int, calibratio
     """Accuracy at ``frames`` of ECC and QCFS on the test recordings' frames in their order and
     with every recording's frames permuted at random (seed 0): what the order of the events in
     time costs, the frames' content and their mean (the count image) being the same."""
-    path = work / f"shuffled_F{frames}.json"
-    if reuse and path.exists():
-        return json.loads(path.read_text())
     from spikebridge.evaluation import evaluate
     from spikebridge.experiments import RunOptions, event_value
 
-    _say(f"[shuffled F{frames}] ecc, qcfs on frames in order and shuffled in time")
-    start = time.perf_counter()
-    options = RunOptions(data_dir=work / "events", input="sequence", frames=frames,
-                         calibration_samples=calibration)
-    out: dict[str, Any] = {}
-    for method, snn, loader in _event_snns(models, options):
-        batches = [(x, y) for x, y in loader]
-        g = torch.Generator().manual_seed(0)
-        shuffled = []
-        for x, y in batches:  # one permutation of the T frames per recording
-            order = torch.rand(x.shape[:2], generator=g).argsort(dim=0)
-            shuffled.append((x.gather(0, order[..., None, None, None].expand_as(x)), y))
-        out[method] = {}
-        for name, data in (("in_order", batches), ("shuffled", shuffled)):
-            result = evaluate(snn, data, [frames], input="sequence",
-                              event_value=event_value(loader))
-            out[method][name] = {"accuracy": result.snn_accuracy[frames],
-                                 "sops": result.operations.per_T[frames]["snn_sops"]}
-    out["seconds"] = round(time.perf_counter() - start, 1)
-    path.write_text(json.dumps(out, indent=1))
-    _say(f"[shuffled F{frames}] {out['seconds']:.0f} s")
-    return out
+    def compute() -> dict[str, Any]:
+        options = RunOptions(data_dir=work / "events", input="sequence", frames=frames,
+                             calibration_samples=calibration)
+        out: dict[str, Any] = {}
+        for method, snn, loader in _event_snns(models, options):
+            batches = [(x, y) for x, y in loader]
+            g = torch.Generator().manual_seed(0)
+            shuffled = []
+            for x, y in batches:  # one permutation of the T frames per recording
+                order = torch.rand(x.shape[:2], generator=g).argsort(dim=0)
+                shuffled.append((x.gather(0, order[..., None, None, None].expand_as(x)), y))
+            out[method] = {}
+            for name, data in (("in_order", batches), ("shuffled", shuffled)):
+                result = evaluate(snn, data, [frames], input="sequence",
+                                  event_value=event_value(loader))
+                out[method][name] = {"accuracy": result.snn_accuracy[frames],
+                                     "sops": result.operations.per_T[frames]["snn_sops"]}
+        return out
+
+    return _cached_stage(work / f"shuffled_F{frames}.json", reuse, f"shuffled F{frames}",
+                         "ecc, qcfs on frames in order and shuffled in time", compute)
 
 
 def current_bound(work: Path, models: dict[str, Path], frames: int, calibration: int,
@@ -212,33 +223,31 @@ def current_bound(work: Path, models: dict[str, Path], frames: int, calibration:
     QCFS's memory-neuron SNNs on the first ``recordings`` test recordings at ``frames``: where
     the memory neuron's count equation (docs/methods.md §2.7) does not hold, one spike per step
     lags behind it."""
-    path = work / f"current_bound_F{frames}.json"
-    if reuse and path.exists():
-        return json.loads(path.read_text())
     from spikebridge.experiments import RunOptions
     from spikebridge.simulate import simulate
 
-    _say(f"[current bound F{frames}] per-step currents beyond ±θ, ecc and qcfs, memory neurons")
-    start = time.perf_counter()
-    options = RunOptions(data_dir=work / "events", input="sequence", frames=frames,
-                         calibration_samples=calibration, neuron="memory", batch_size=recordings)
-    out: dict[str, Any] = {"recordings": recordings}
-    for method, snn, loader in _event_snns(models, options):
-        x, _ = next(iter(loader))
-        beyond: dict[str, list[float]] = {name: [0.0, 0.0] for name in snn.neurons()}
+    def compute() -> dict[str, Any]:
+        options = RunOptions(data_dir=work / "events", input="sequence", frames=frames,
+                             calibration_samples=calibration, neuron="memory",
+                             batch_size=recordings)
+        out: dict[str, Any] = {"recordings": recordings}
+        for method, snn, loader in _event_snns(models, options):
+            x, _ = next(iter(loader))
+            beyond: dict[str, list[float]] = {name: [0.0, 0.0] for name in snn.neurons()}
+            hooks = [n.register_forward_pre_hook(
+                lambda m, i, tally=beyond[name]: _tally_beyond(m, i, tally))
+                for name, n in snn.neurons().items()]
+            try:
+                simulate(snn, x[:, :recordings], frames, input="sequence", mode="step")
+            finally:
+                for h in hooks:
+                    h.remove()
+            out[method] = {name: b / n for name, (b, n) in beyond.items()}
+        return out
 
-        hooks = [n.register_forward_pre_hook(
-            lambda m, i, tally=beyond[name]: _tally_beyond(m, i, tally))
-            for name, n in snn.neurons().items()]
-        try:
-            simulate(snn, x[:, :recordings], frames, input="sequence", mode="step")
-        finally:
-            for h in hooks:
-                h.remove()
-        out[method] = {name: b / n for name, (b, n) in beyond.items()}
-    out["seconds"] = round(time.perf_counter() - start, 1)
-    path.write_text(json.dumps(out, indent=1))
-    return out
+    return _cached_stage(work / f"current_bound_F{frames}.json", reuse,
+                         f"current bound F{frames}",
+                         "per-step currents beyond ±θ, ecc and qcfs, memory neurons", compute)
 
 
 def _tally_beyond(neuron: Any, inputs: tuple, tally: list[float]) -> None:
